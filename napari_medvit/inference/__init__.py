@@ -1,0 +1,25 @@
+"""Inference: device/precision selection, the Predictor and its numpy Prediction.
+
+Exports resolve lazily so that ``napari_medvit.inference.options`` (used by the widgets to fill
+their menus) can be imported without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from napari_medvit.inference.options import DEVICES, PRECISIONS
+
+_LAZY = {
+    name: "napari_medvit.inference.predictor"
+    for name in ("Cancelled", "Prediction", "Predictor", "Progress", "autocast_dtype", "resolve_device")
+}
+
+__all__ = ["DEVICES", "PRECISIONS", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

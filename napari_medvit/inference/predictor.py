@@ -1,0 +1,233 @@
+"""Predictor: runs a registered model on a numpy image and returns numpy results in image space.
+
+``Predictor(model, device, precision).predict_iter(image, meta)`` is a generator: it yields
+:class:`Progress` after each step and returns a :class:`Prediction` (``StopIteration.value``), so a
+GUI worker can show progress and stop between steps. ``predict(...)`` drives the same generator
+with plain callbacks (``progress=cb``, ``should_stop=cb``) for scripts and the CLI.
+
+2D models run on 2D images directly and on volumes slice by slice along the leading axes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_medvit.inference.options import DEVICES, PRECISIONS
+from napari_medvit.io.meta import ImageMeta
+from napari_medvit.models._registry import ModelSpec
+from napari_medvit.transforms import scale_to_unit
+
+
+class Cancelled(RuntimeError):
+    """Raised by :meth:`Predictor.predict` when ``should_stop()`` turned true."""
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    message: str
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done <= 0 or self.total <= self.done:
+            return None if self.done <= 0 else 0.0
+        return self.elapsed_s / self.done * (self.total - self.done)
+
+    def __str__(self) -> str:
+        eta = self.eta_s
+        tail = f", about {eta:.0f} s left" if eta else ""
+        return f"{self.message} ({self.done}/{self.total}, {self.elapsed_s:.1f} s{tail})"
+
+
+@dataclass
+class Prediction:
+    """Numpy-only result on the input image's grid (spatial shape of the input)."""
+
+    task: str
+    model_name: str
+    labels: np.ndarray
+    probabilities: np.ndarray
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+    meta: ImageMeta | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; an unavailable explicit choice raises ValueError."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available (torch.cuda.is_available() is False)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available on this machine")
+    if name != "cpu" and not name.startswith(("cuda", "mps")):
+        raise ValueError(f"unknown device {name!r}; choose one of {DEVICES}")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+class Predictor:
+    """Holds a model on a device and runs it; keep one per model between runs."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
+                 *, batch_size: int = 4, resize: tuple[int, int] | None | str = "model") -> None:
+        spec: ModelSpec | None = getattr(model, "medvit_spec", None)
+        if spec is None:
+            raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
+        if spec.task != "segment" or spec.dims != 2:
+            raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.precision = precision
+        self._amp_dtype = autocast_dtype(precision)
+        self.batch_size = batch_size
+        self.resize = spec.preprocessing.get("resize") if resize == "model" else resize
+        self.model = model.to(self.device).eval()
+
+    # -- public ---------------------------------------------------------------------------------
+    def predict(self, image: np.ndarray, meta: ImageMeta | None = None, *,
+                progress: Callable[[Progress], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Prediction:
+        gen = self.predict_iter(image, meta)
+        while True:
+            if should_stop is not None and should_stop():
+                gen.close()
+                raise Cancelled("prediction cancelled")
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(event)
+
+    def predict_iter(self, image: np.ndarray, meta: ImageMeta | None = None) -> Generator[Progress, None, Prediction]:
+        t0 = time.perf_counter()
+        image = np.asarray(image)
+        rgb = meta.rgb if meta is not None else (image.ndim == 3 and image.shape[-1] in (3, 4))
+        spatial = image.shape[:-1] if rgb else image.shape
+        if len(spatial) < 2:
+            raise ValueError(f"{self.spec.name} needs an image with at least 2 spatial axes, got shape {image.shape}")
+        if rgb and image.shape[-1] == 4:
+            image = image[..., :3]
+        yield Progress(0, 1, "preparing image", time.perf_counter() - t0)
+        unit = scale_to_unit(image, rgb=rgb)
+        h, w = spatial[-2:]
+        slices = unit.reshape((-1, h, w, unit.shape[-1]) if rgb else (-1, h, w))
+        n = slices.shape[0]
+        n_batches = -(-n // self.batch_size)
+
+        probs = np.empty((n, h, w), dtype=np.float32)
+        attention: dict[str, np.ndarray] = {}
+        for b, start in enumerate(range(0, n, self.batch_size)):
+            yield Progress(b, n_batches, f"running {self.spec.display_name}", time.perf_counter() - t0)
+            batch = slices[start:start + self.batch_size]
+            p, maps = self._run_batch(batch, rgb)
+            probs[start:start + len(batch)] = p
+            for name, m in maps.items():
+                if name not in attention:
+                    attention[name] = np.empty((n, h, w), dtype=np.float32)
+                attention[name][start:start + len(batch)] = m
+        yield Progress(n_batches, n_batches, "post-processing", time.perf_counter() - t0)
+
+        threshold = float(self.spec.preprocessing.get("threshold", 0.5))
+        labels = (probs > threshold).astype(np.uint8)
+        info = getattr(self.model, "checkpoint_info", None)
+        provenance = {
+            "model": self.spec.name,
+            "weights": info.label if info else "unknown",
+            "trained": bool(info.trained) if info else False,
+            "checkpoint": info.source if info else "",
+            "checkpoint_sha256": info.file_sha256 if info else "",
+            "device": str(self.device),
+            "precision": self.precision,
+            "input_size": list(self.resize) if self.resize else "native",
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return Prediction(
+            task="segment",
+            model_name=self.spec.name,
+            labels=labels.reshape(spatial),
+            probabilities=probs.reshape(spatial),
+            attention={k: v.reshape(spatial) for k, v in attention.items()},
+            class_names=self.spec.class_names,
+            meta=meta,
+            provenance=provenance,
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    def _to_input(self, batch: np.ndarray, rgb: bool) -> tuple[torch.Tensor, tuple[int, int]]:
+        pre = self.spec.preprocessing
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        x = x.permute(0, 3, 1, 2) if rgb else x[:, None]
+        if pre.get("color") == "rgb" and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != self.spec.in_chans:
+            raise ValueError(f"{self.spec.name} expects {self.spec.in_chans} channels, the image gives {x.shape[1]}")
+        mean = torch.tensor(pre.get("mean", (0.0,) * x.shape[1]), dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(pre.get("std", (1.0,) * x.shape[1]), dtype=torch.float32).view(1, -1, 1, 1)
+        x = ((x - mean) / std).to(self.device)
+        h, w = x.shape[-2:]
+        if self.resize:
+            x = F.interpolate(x, size=tuple(self.resize), mode="bilinear", align_corners=False, antialias=True)
+            return x, (0, 0)
+        multiple = int(pre.get("size_multiple", 32))
+        pad_h, pad_w = (-h) % multiple, (-w) % multiple
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "constant"), (pad_h, pad_w)
+
+    def _to_image(self, t: torch.Tensor, size: tuple[int, int], padded_size: tuple[int, int], pads: tuple[int, int]) -> np.ndarray:
+        """Map a (B, 1, h, w) map over the model input back onto the (B, H, W) image grid."""
+        t = t.float()
+        if self.resize:
+            t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        else:
+            t = F.interpolate(t, size=padded_size, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
+        return t[:, 0].cpu().numpy()
+
+    @torch.inference_mode()
+    def _run_batch(self, batch: np.ndarray, rgb: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        size = batch.shape[1:3]
+        x, pads = self._to_input(batch, rgb)
+        with self._autocast():
+            out = self.model.forward_all(x) if hasattr(self.model, "forward_all") else {"map_2": self.model(x)}
+        padded = tuple(x.shape[-2:])
+        logits = out["map_2"].float()
+        if logits.shape[1] != 1:
+            raise ValueError(f"{self.spec.name}: {logits.shape[1]}-class segmentation is not supported yet")
+        probs = self._to_image(torch.sigmoid(logits), size, padded, pads)
+        maps = dict(self._attention_maps(out, size, padded, pads))
+        return probs, maps
+
+    def _attention_maps(self, out: dict[str, Any], size: tuple[int, int], padded: tuple[int, int],
+                        pads: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
+        for kind, key in (("BiFusion spatial attention", "bifusion_attention"), ("attention gate", "gate_attention")):
+            for m in out.get(key, ()):
+                stride = padded[0] // m.shape[-2]
+                yield f"{kind} 1/{stride}", self._to_image(m, size, padded, pads)

@@ -1,0 +1,91 @@
+"""The model table: what each model is, and where its factory lives (imported only on use)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Registry entry: enough to build the model and to drive the widget without importing torch.
+
+    preprocessing keys: ``resize`` (H, W) the model runs at (None: native size padded to
+    ``size_multiple``), ``size_multiple``, ``mean``/``std`` (per input channel after scaling to
+    0..1), ``color`` ("rgb": grey images are replicated to 3 channels), ``threshold`` for binary
+    segmentation.
+    """
+
+    name: str
+    module: str
+    factory: str
+    family: str
+    task: str  # "segment" | "classify" | "detect"
+    dims: int  # 2 or 3
+    in_chans: int
+    class_names: tuple[str, ...]
+    preprocessing: dict[str, Any]
+    overlays: tuple[str, ...]
+    display_name: str
+    description: str
+    short_name: str = ""  # family name used in layer names, e.g. "TransFuse"
+    paper: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_TRANSFUSE_PRE = {
+    "resize": (192, 256),
+    "size_multiple": 32,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "color": "rgb",
+    "threshold": 0.5,
+}
+_TRANSFUSE_PAPER = "Zhang et al., TransFuse: Fusing Transformers and CNNs for Medical Image Segmentation, MICCAI 2021"
+_TRANSFUSE_OVERLAYS = ("mask", "bifusion_attention", "gate_attention")
+
+
+def _transfuse(name: str, factory: str, display: str, description: str, pre: dict[str, Any] | None = None,
+               tags: tuple[str, ...] = ()) -> ModelSpec:
+    return ModelSpec(
+        name=name, module="napari_medvit.models.transfuse", factory=factory, family="transfuse",
+        task="segment", dims=2, in_chans=3, class_names=("background", "lesion"),
+        preprocessing=pre or dict(_TRANSFUSE_PRE), overlays=_TRANSFUSE_OVERLAYS,
+        display_name=display, description=description, paper=_TRANSFUSE_PAPER, tags=tags,
+        short_name="TransFuse",
+    )
+
+
+_MODELS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        _transfuse("transfuse_s", "transfuse_s", "TransFuse-S",
+                   "ResNet-34 + DeiT-S (8 blocks) with BiFusion; binary lesion segmentation, 26.2 M parameters"),
+        _transfuse("transfuse_l", "transfuse_l", "TransFuse-L",
+                   "ResNet-50 + DeiT-B (12 blocks) with BiFusion; 143.5 M parameters"),
+        _transfuse("transfuse_l_384", "transfuse_l_384", "TransFuse-L*",
+                   "TransFuse-L at 384x512 (position grid 24x32); 144.0 M parameters",
+                   pre={**_TRANSFUSE_PRE, "resize": (384, 512)}),
+        _transfuse("transfuse_tiny", "transfuse_tiny", "TransFuse (tiny test config)",
+                   "ResNet-18 + 2 DeiT blocks of width 64: a tiny configuration for tests, not from the paper",
+                   pre={**_TRANSFUSE_PRE, "resize": (64, 64)}, tags=("test",)),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}") from None
+
+
+def list_models(*, task: str | None = None, include_test: bool = True) -> list[str]:
+    """Registered model names, optionally only those of one task kind."""
+    return sorted(
+        n for n, s in _MODELS.items()
+        if (task is None or s.task == task) and (include_test or "test" not in s.tags)
+    )

@@ -1,0 +1,6 @@
+"""Array transforms shared by inference and training (numpy only)."""
+
+from napari_medvit.transforms.intensity import scale_to_unit, window
+from napari_medvit.transforms.spatial import crop_padding, pad_to_multiple
+
+__all__ = ["crop_padding", "pad_to_multiple", "scale_to_unit", "window"]

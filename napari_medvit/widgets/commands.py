@@ -1,0 +1,35 @@
+"""One-click commands: "Run TransFuse" from the Layers > Segment menu and the Plugins menu."""
+
+from __future__ import annotations
+
+from napari.layers import Image
+from napari.viewer import Viewer
+
+from napari_medvit._layers import PREDICTION_KEY
+from napari_medvit.widgets.inference import InferenceWidget
+
+PLUGIN = "napari-medvit"
+INFERENCE_WIDGET = "MedViT inference"
+
+
+def selected_image(viewer: Viewer) -> Image | None:
+    """The active image layer, else the top-most image that is not one of our outputs."""
+    active = viewer.layers.selection.active
+    if isinstance(active, Image) and PREDICTION_KEY not in active.metadata:
+        return active
+    for layer in reversed(viewer.layers):
+        if isinstance(layer, Image) and PREDICTION_KEY not in layer.metadata:
+            return layer
+    return None
+
+
+def run_transfuse(viewer: Viewer) -> InferenceWidget:
+    """Dock (or reuse) the inference widget and run TransFuse-S on the selected image in the background."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, INFERENCE_WIDGET)
+    widget.run(layer=selected_image(viewer), model="transfuse_s")
+    return widget
+
+
+def run_transfuse_widget(napari_viewer: Viewer) -> InferenceWidget:
+    """Plugins > MedViT > Run TransFuse: the inference widget, preset to TransFuse-S, started at once."""
+    return InferenceWidget(napari_viewer, model="transfuse_s", autorun=True)

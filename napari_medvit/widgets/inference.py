@@ -1,0 +1,237 @@
+"""Dock widget "MedViT inference": pick an image and a model, run it in the background.
+
+The widget owns its :class:`~napari_medvit.inference.Predictor` and keeps it between runs, so
+the model is built once per (model, checkpoint, device, precision). Model building and
+inference run in a napari thread worker; layers are added only from the worker's signals, in
+the main thread. Set ``MEDVIT_SYNC=1`` to run the same generator synchronously (debugging).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Image, Layer
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_medvit._layers import PREDICTION_KEY, labels_digest, layer_transform, prediction_layers
+from napari_medvit.inference.options import DEVICES, PRECISIONS
+from napari_medvit.io.meta import META_KEY, ImageMeta
+from napari_medvit.models import get_spec, list_models
+
+_NO_CHECKPOINT = Path(".")
+
+
+def _image_meta(layer: Image) -> ImageMeta:
+    if META_KEY in layer.metadata:
+        return ImageMeta.from_dict(layer.metadata[META_KEY])
+    # napari counts no channel axis in an RGB layer's ndim
+    return ImageMeta.identity(min(layer.ndim, 3), rgb=bool(layer.rgb))
+
+
+def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
+             meta: ImageMeta) -> Generator[Any, None, tuple[Any, Any]]:
+    """Worker body: build the model if needed, then yield the predictor's progress events."""
+    from napari_medvit.inference import Predictor, Progress
+    from napari_medvit.models import create_model
+
+    name, checkpoint, device, precision = key
+    if predictor is None:
+        yield Progress(0, 1, f"building {get_spec(name).display_name}", 0.0)
+        model = create_model(name, checkpoint=checkpoint or None)
+        predictor = Predictor(model, device=device, precision=precision)
+    prediction = yield from predictor.predict_iter(data, meta)
+    return predictor, prediction
+
+
+class InferenceWidget(Container):
+    """Image layer, model, checkpoint, device, precision; Run and Cancel; progress with ETA."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, *, model: str = "transfuse_s", autorun: bool = False) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.predictor: Any = None
+        self._predictor_key: tuple[str, str, str, str] | None = None
+        self.worker: Any = None
+        self._pbar: Any = None
+        self._source: Layer | None = None
+        self.last_prediction: Any = None
+
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.model = ComboBox(
+            label="model",
+            choices=[(get_spec(n).display_name, n) for n in list_models(task="segment")],
+            value=model,
+        )
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value="")
+        self.weights_info = Label(label="weights", value="")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="fp32")
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="status", value="idle")
+        self.extend([self.image, self.model, self.checkpoint, self.weights_info, self.device, self.precision,
+                     self.run_button, self.cancel_button, self.status])
+
+        self.run_button.changed.connect(lambda: self.run())
+        self.cancel_button.changed.connect(self.cancel)
+        self.checkpoint.changed.connect(self._update_weights_info)
+        self.model.changed.connect(self._update_weights_info)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                      napari_viewer.layers.events.reordered):
+            event.connect(self._refresh_images)
+        napari_viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._update_weights_info()
+        if autorun:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self.run)
+
+    # -- choices ------------------------------------------------------------------------------
+    def _image_choices(self, *_: Any) -> list[tuple[str, Image]]:
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                  and PREDICTION_KEY not in layer.metadata]
+        return [(layer.name, layer) for layer in layers]
+
+    def _refresh_images(self, *_: Any) -> None:
+        self.image.reset_choices()
+        if self.image.value is None and self.image.choices:
+            self._follow_selection()
+
+    def _follow_selection(self, *_: Any) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and PREDICTION_KEY not in active.metadata:
+            self.image.reset_choices()
+            self.image.value = active
+        elif self.image.value is None and self.image.choices:
+            self.image.value = self.image.choices[-1]
+
+    def _checkpoint_path(self) -> str:
+        value = self.checkpoint.value
+        if value in (None, "", _NO_CHECKPOINT) or str(value) in ("", "."):
+            return ""
+        return str(value)
+
+    def _update_weights_info(self, *_: Any) -> None:
+        ckpt = self._checkpoint_path()
+        self.weights_info.value = (f"from {Path(ckpt).name}" if ckpt else
+                                   "untrained (random) — results are meaningless until a checkpoint is loaded")
+
+    # -- running ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run(self, layer: Image | None = None, model: str | None = None) -> Any:
+        """Start a run on ``layer`` (default: the chosen image) and return the worker (or None)."""
+        if self.running:
+            show_info("MedViT: a run is already in progress; cancel it first.")
+            return None
+        if model is not None:
+            self.model.value = model
+        if layer is not None:
+            self.image.reset_choices()
+            self.image.value = layer
+        layer = self.image.value
+        if layer is None:
+            show_warning("MedViT: open an image first (File > Open Sample > MedViT > Endoscopy frame with a polyp).")
+            return None
+        key = (self.model.value, self._checkpoint_path(), self.device.value, self.precision.value)
+        predictor = self.predictor if key == self._predictor_key else None
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        meta = _image_meta(layer)
+        self._source = layer
+        self.status.value = f"starting {get_spec(key[0]).display_name} on {layer.name}"
+        self._set_running(True)
+        self._pbar = napari_progress(total=0, desc=f"MedViT {get_spec(key[0]).display_name}")
+        gen = _compute(predictor, key, data, meta)
+        if os.environ.get("MEDVIT_SYNC"):
+            return self._run_sync(gen, key)
+        worker = create_worker(lambda: (yield from gen), _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_returned(result, key))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _run_sync(self, gen: Generator[Any, None, Any], key: tuple[str, str, str, str]) -> None:
+        try:
+            while True:
+                self._on_progress(next(gen))
+        except StopIteration as stop:
+            self._on_returned(stop.value, key)
+        except Exception as exc:  # shown to the user, never crashes napari
+            self._on_error(exc)
+        finally:
+            self._on_finished()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.status.value = "cancelling…"
+            self.worker.quit()
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_progress(self, event: Any) -> None:
+        self.status.value = str(event)
+        if self._pbar is not None:
+            self._pbar.total = max(int(event.total), 1)
+            self._pbar.n = int(event.done)
+            self._pbar.set_description(event.message)
+            self._pbar.refresh()
+
+    def _on_returned(self, result: tuple[Any, Any], key: tuple[str, str, str, str]) -> None:
+        predictor, prediction = result
+        self.predictor, self._predictor_key = predictor, key
+        self.last_prediction = prediction
+        source = self._source
+        transform = layer_transform(source) if source is not None else {}
+        tuples = prediction_layers(prediction, transform=transform,
+                                   source_metadata=source.metadata if source is not None else None,
+                                   source_name=source.name if source is not None else "")
+        for data, kwargs, layer_type in tuples:
+            self._add_or_update(data, kwargs, layer_type)
+        secs = prediction.provenance.get("seconds", 0.0)
+        self.status.value = f"done in {secs:.1f} s on {prediction.provenance.get('device')}"
+        if not prediction.provenance.get("trained", False):
+            show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — the mask and "
+                         "attention maps show no learned content. Load a checkpoint to get real results.")
+
+    def _add_or_update(self, data: Any, kwargs: dict[str, Any], layer_type: str) -> None:
+        """Replace an earlier prediction layer of the same name unless the user edited it."""
+        name = kwargs["name"]
+        if name in self.viewer.layers:
+            old = self.viewer.layers[name]
+            prov = old.metadata.get(PREDICTION_KEY, {})
+            edited = layer_type == "labels" and prov.get("labels_sha256") != labels_digest(np.asarray(old.data))
+            if PREDICTION_KEY in old.metadata and not edited and old.data.shape == data.shape:
+                old.data = data
+                old.metadata = kwargs["metadata"]
+                return
+        self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.value = f"failed: {exc}"
+        show_error(f"MedViT: {exc}")
+
+    def _on_aborted(self) -> None:
+        self.status.value = "cancelled"
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None

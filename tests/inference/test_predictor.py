@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medvit.inference import Cancelled, Predictor, resolve_device
+from napari_medvit.io.meta import ImageMeta
+from napari_medvit.models import create_model
+from napari_medvit.models._registry import IMAGENET_MEAN, IMAGENET_STD
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("transfuse_tiny")
+
+
+def test_rgb_frame_gives_mask_and_attention_on_the_image_grid(tiny) -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    events = []
+    pred = Predictor(tiny, device="cpu").predict(frame, ImageMeta.identity(2, rgb=True), progress=events.append)
+    assert pred.labels.shape == (90, 120) and pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == (90, 120)
+    assert set(np.unique(pred.labels)) <= {0, 1}
+    np.testing.assert_array_equal(pred.labels, (pred.probabilities > 0.5).astype(np.uint8))
+    assert sorted(pred.attention) == [
+        "BiFusion spatial attention 1/16", "BiFusion spatial attention 1/4", "BiFusion spatial attention 1/8",
+        "attention gate 1/4", "attention gate 1/8"]
+    for m in pred.attention.values():
+        assert m.shape == (90, 120) and m.min() >= 0 and m.max() <= 1
+    assert events[0].message == "preparing image" and events[-1].done == events[-1].total
+    assert pred.provenance["trained"] is False and pred.provenance["device"] == "cpu"
+
+
+def test_probabilities_match_the_model_on_a_model_sized_input(tiny) -> None:
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)  # the tiny config's input size: no resampling
+    pred = Predictor(tiny, device="cpu").predict(frame)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = torch.sigmoid(tiny(x))[0, 0].numpy()
+    np.testing.assert_allclose(pred.probabilities, expected, atol=1e-5)
+
+
+def test_grey_volume_runs_slice_by_slice_with_progress(tiny) -> None:
+    vol = np.random.default_rng(2).integers(0, 255, (5, 40, 50), dtype=np.uint8)
+    events = []
+    predictor = Predictor(tiny, device="cpu", batch_size=2)
+    pred = predictor.predict(vol, progress=events.append)
+    assert pred.labels.shape == (5, 40, 50)
+    assert pred.attention["BiFusion spatial attention 1/4"].shape == (5, 40, 50)
+    running = [e for e in events if e.message.startswith("running")]
+    assert [e.done for e in running] == [0, 1, 2] and running[0].total == 3
+    # slice 3 alone gives the same result as inside the volume (8-bit: scaling is per type, not per slice)
+    single = predictor.predict(vol[3])
+    np.testing.assert_allclose(single.probabilities, pred.probabilities[3], atol=1e-5)
+
+
+def test_volume_intensity_scaling_is_shared_by_all_slices() -> None:
+    from napari_medvit.transforms import scale_to_unit
+
+    vol = np.random.default_rng(5).normal(100, 30, (4, 20, 20)).astype(np.float32)
+    vol[0] += 500  # a bright slice must not change how the other slices are scaled
+    unit = scale_to_unit(vol)
+    assert unit.dtype == np.float32 and unit.min() == 0.0 and unit.max() == 1.0
+    assert unit[0].mean() > 0.9 and unit[1:].mean() < 0.3
+
+
+def test_native_resolution_mode_pads_to_32_and_crops_back(tiny) -> None:
+    frame = np.random.default_rng(3).integers(0, 255, (70, 100, 3), dtype=np.uint8)
+    pred = Predictor(tiny, device="cpu", resize=None).predict(frame)
+    assert pred.labels.shape == (70, 100)
+    assert pred.provenance["input_size"] == "native"
+
+
+def test_cancel_stops_between_steps(tiny) -> None:
+    vol = np.zeros((6, 32, 32), dtype=np.float32)
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        Predictor(tiny, device="cpu", batch_size=1).predict(vol, should_stop=stop_after_three)
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny) -> None:
+    frame = np.random.default_rng(4).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    ref = Predictor(tiny, device="cpu").predict(frame).probabilities
+    low = Predictor(tiny, device="cpu", precision="bf16").predict(frame).probabilities
+    assert np.abs(ref - low).max() < 0.1
+
+
+def test_bad_device_precision_and_input_are_named() -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    model = create_model("transfuse_tiny")
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        Predictor(model, precision="fp8")
+    with pytest.raises(ValueError, match="at least 2 spatial axes"):
+        Predictor(model, device="cpu").predict(np.zeros(10))
+    with pytest.raises(ValueError, match="create_model"):
+        Predictor(torch.nn.Linear(2, 2))
