@@ -28,6 +28,9 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     The returned model is in eval mode and carries ``model.medvit_spec`` and
     ``model.checkpoint_info`` (trained or not, source, sha256).
     """
+    from napari_medvit.models._compat import keep_triton_out_without_cuda
+
+    keep_triton_out_without_cuda()
     from napari_medvit.models.checkpoint import CheckpointError, CheckpointInfo, load_weights, read_checkpoint
 
     spec = get_spec(name)

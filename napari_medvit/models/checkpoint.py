@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from napari_medvit.io._atomic import atomic_write
+from napari_medvit.io import atomic_write
 
 MANIFEST_KEY = "medvit_manifest"
 _MAX_LISTED = 12

@@ -154,12 +154,18 @@ class InferenceWidget(Container):
         gen = _compute(predictor, key, data, meta)
         if os.environ.get("MEDVIT_SYNC"):
             return self._run_sync(gen, key)
-        worker = create_worker(lambda: (yield from gen), _start_thread=False)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_returned(result, key))
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
+        # Passing "errored" here replaces superqt's default, which re-raises in the main thread.
+        worker = create_worker(
+            lambda: (yield from gen),
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": lambda result: self._on_returned(result, key),
+                "errored": self._on_error,
+                "aborted": self._on_aborted,
+                "finished": self._on_finished,
+            },
+        )
         self.worker = worker
         worker.start()
         return worker
@@ -185,12 +191,14 @@ class InferenceWidget(Container):
         self.cancel_button.enabled = running
 
     def _on_progress(self, event: Any) -> None:
+        pbar = self._pbar
+        if pbar is None:  # a late signal from a finished run
+            return
         self.status.value = str(event)
-        if self._pbar is not None:
-            self._pbar.total = max(int(event.total), 1)
-            self._pbar.n = int(event.done)
-            self._pbar.set_description(event.message)
-            self._pbar.refresh()
+        pbar.total = max(int(event.total), 1)
+        pbar.n = int(event.done)
+        pbar.set_description(event.message)
+        pbar.refresh()
 
     def _on_returned(self, result: tuple[Any, Any], key: tuple[str, str, str, str]) -> None:
         predictor, prediction = result

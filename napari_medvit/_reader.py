@@ -1,0 +1,136 @@
+"""napari reader contribution (npe2 ``get_reader``) for NIfTI, DICOM and image frames."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_info
+from napari.utils.transforms import Affine
+
+from napari_medvit.io import META_KEY, ImageMeta, MedVitReadError, is_supported, read_image
+
+PathLike = str | os.PathLike[str]
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[PathLike | Sequence[PathLike]], list[LayerDataTuple]]
+
+_PERCENTILES = (0.5, 99.5)
+_MAX_SAMPLES = 2_000_000
+
+
+def _as_paths(path: Any) -> list[str] | None:
+    """The candidate paths napari hands us, or None if ``path`` is no path at all."""
+    if isinstance(path, (str, os.PathLike)):
+        return [os.fspath(path)]
+    if isinstance(path, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in path):
+        return [os.fspath(p) for p in path]
+    return None
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
+    """Return :func:`read_layers` if ``path`` (or one path of a list) is ours, else None.
+
+    Never raises: napari calls this for every path to find a reader.
+    """
+    try:
+        paths = _as_paths(path)
+        if not paths or not any(is_supported(p) for p in paths):
+            return None
+    except Exception:
+        return None
+    return read_layers
+
+
+def layer_name(path: str, meta: ImageMeta) -> str:
+    """File stem (``brain`` for ``brain.nii.gz``), or the series description for a DICOM folder."""
+    if os.path.isdir(path):
+        return str(meta.extra.get("series_description") or Path(os.path.abspath(path)).name)
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def transform_kwargs(meta: ImageMeta, layer_ndim: int) -> dict[str, Any]:
+    """``scale``/``translate``/``rotate``/``shear`` whose composition equals ``meta.affine``.
+
+    Leading non-spatial axes (time) get the identity.
+    """
+    n_extra = layer_ndim - meta.ndim
+    if n_extra < 0:
+        raise ValueError(f"a {layer_ndim}D layer cannot carry a {meta.ndim}D geometry (axes {meta.axes})")
+    matrix = np.eye(layer_ndim + 1)
+    matrix[n_extra:, n_extra:] = meta.affine
+    affine = Affine(linear_matrix=matrix[:-1, :-1], translate=matrix[:-1, -1])
+    shear = np.asarray(affine.shear, dtype=float)
+    n_shear = layer_ndim * (layer_ndim - 1) // 2
+    if shear.shape != (n_shear,):
+        # napari answers ``ndim`` zeros for a diagonal matrix, a wrong length unless ndim == 3
+        shear = np.zeros(n_shear)
+    return {
+        "scale": np.asarray(affine.scale, dtype=float),
+        "translate": np.asarray(affine.translate, dtype=float),
+        "rotate": np.asarray(affine.rotate, dtype=float),
+        "shear": shear,
+    }
+
+
+def contrast_limits(array: np.ndarray) -> tuple[float, float]:
+    """Robust display range: the 0.5 and 99.5 percentiles of the finite values."""
+    flat = array.reshape(-1)
+    if flat.size > _MAX_SAMPLES:
+        flat = flat[:: flat.size // _MAX_SAMPLES + 1]
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(flat, _PERCENTILES))
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def layer_data_tuple(path: str, array: np.ndarray, meta: ImageMeta) -> LayerDataTuple:
+    layer_ndim = array.ndim - (1 if meta.rgb else 0)
+    kwargs: dict[str, Any] = {
+        "name": layer_name(path, meta),
+        "metadata": {META_KEY: meta.to_dict()},
+        "rgb": meta.rgb,
+        **transform_kwargs(meta, layer_ndim),
+    }
+    if not meta.rgb:
+        kwargs["colormap"] = "gray_r" if meta.extra.get("photometric") == "MONOCHROME1" else "gray"
+        kwargs["contrast_limits"] = contrast_limits(array)
+    return (array, kwargs, "image")
+
+
+def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
+    """Read every supported path into an image layer tuple; errors name the file."""
+    paths = _as_paths(path)
+    if paths is None:
+        raise MedVitReadError(f"{path!r}: not a path or a list of paths")
+    if len(paths) > 1:
+        paths = [p for p in paths if is_supported(p)]
+    layers: list[LayerDataTuple] = []
+    for p in paths:
+        try:
+            array, meta = read_image(p)
+        except MedVitReadError:
+            raise
+        except Exception as exc:  # a reader bug or an exotic file: still name the file
+            raise MedVitReadError(f"{p}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        message = meta.extra.get("other_series_message")
+        if message:
+            show_info(str(message))
+        layers.append(layer_data_tuple(p, array, meta))
+    return layers
+
+
+__all__ = ["contrast_limits", "get_reader", "layer_data_tuple", "layer_name", "read_layers", "transform_kwargs"]

@@ -1,0 +1,581 @@
+"""DICOM reading: single files (2D, multi-frame) and folders of one or more series.
+
+Geometry (see :mod:`napari_medvit.io.meta`): a volume is indexed ``(slice, row, col)``.
+``ImageOrientationPatient`` gives ``r`` (direction of increasing column index) and ``c``
+(direction of increasing row index); slices are sorted by the projection of
+``ImagePositionPatient`` on ``n = r x c``. In LPS::
+
+    world = IPP_first + slice * v + row * row_spacing * c + col * col_spacing * r
+
+with ``v`` the slice step vector (along the line through the slice positions, so a gantry
+tilt becomes a shear), and the world axes are then reversed to ``(S, P, L)``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut
+
+from .errors import MedVitReadError
+from .meta import ImageMeta
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR (Media Storage Directory Storage)
+_REVERSE3 = np.eye(3)[::-1]  # LPS <-> (S, P, L)
+_MAX_FOLDER_FILES = 20000
+
+
+# -- file recognition -----------------------------------------------------------------------
+def has_dicm_preamble(path: str | os.PathLike[str]) -> bool:
+    """True if the file carries the 128-byte preamble followed by ``DICM``. Never raises."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def is_dicom_path(path: str | os.PathLike[str]) -> bool:
+    """A file with a DICOM extension or the ``DICM`` preamble. Never raises."""
+    try:
+        if not os.path.isfile(path):
+            return False
+    except (OSError, ValueError):
+        return False
+    return os.fspath(path).lower().endswith(DICOM_SUFFIXES) or has_dicm_preamble(path)
+
+
+def iter_folder_files(
+    folder: str | os.PathLike[str], limit: int | None = None, max_dirs: int | None = None
+) -> Iterator[str]:
+    """Files under ``folder`` (recursively, sorted, hidden entries skipped).
+
+    Stops after ``limit`` files or ``max_dirs`` visited folders.
+    """
+    count = 0
+    for n_dirs, (root, dirs, files) in enumerate(os.walk(folder)):
+        if max_dirs is not None and n_dirs >= max_dirs:
+            return
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            yield os.path.join(root, name)
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def folder_has_dicom(folder: str | os.PathLike[str], max_files: int = 64, max_dirs: int = 32) -> bool:
+    """True if one of the first ``max_files`` files under ``folder`` is a DICOM file."""
+    try:
+        return any(
+            is_dicom_path(f) and os.path.basename(f).upper() != "DICOMDIR"
+            for f in iter_folder_files(folder, limit=max_files, max_dirs=max_dirs)
+        )
+    except OSError:
+        return False
+
+
+# -- small helpers --------------------------------------------------------------------------
+def _floats(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if all(np.isfinite(out)) else None
+
+
+def _first_float(*values: Any) -> float | None:
+    for value in values:
+        if value is None or value == "":
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v) and v > 0:
+            return v
+    return None
+
+
+def _item(ds: Dataset, *keywords: str) -> Dataset | None:
+    """Follow a chain of sequence keywords, taking the first item of each."""
+    node: Dataset | None = ds
+    for kw in keywords:
+        seq = node.get(kw) if node is not None else None
+        if not seq:
+            return None
+        node = seq[0]
+    return node
+
+
+def _functional(ds: Dataset, frame: Dataset | None, seq_keyword: str) -> Dataset | None:
+    """An enhanced multi-frame functional group macro, per-frame first then shared."""
+    for group in (frame, _item(ds, "SharedFunctionalGroupsSequence")):
+        if group is not None:
+            found = _item(group, seq_keyword)
+            if found is not None:
+                return found
+    return None
+
+
+def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """Unit row-direction cosine ``r`` and column-direction cosine ``c``, or None."""
+    iop = _floats(ds.get("ImageOrientationPatient"))
+    if iop is None:
+        plane = _functional(ds, None, "PlaneOrientationSequence")
+        iop = _floats(plane.get("ImageOrientationPatient")) if plane is not None else None
+    if iop is None or len(iop) != 6:
+        return None
+    r, c = np.asarray(iop[:3]), np.asarray(iop[3:])
+    nr, nc = np.linalg.norm(r), np.linalg.norm(c)
+    if nr < 1e-6 or nc < 1e-6 or abs(np.dot(r / nr, c / nc)) > 1e-3:
+        return None
+    return r / nr, c / nc
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float], str]:
+    """``(row spacing, column spacing)`` in mm and the tag it came from."""
+    measures = _functional(ds, None, "PixelMeasuresSequence")
+    candidates = (
+        ("PixelSpacing", ds.get("PixelSpacing")),
+        ("PixelMeasuresSequence", measures.get("PixelSpacing") if measures is not None else None),
+        ("ImagerPixelSpacing", ds.get("ImagerPixelSpacing")),
+    )
+    for source, value in candidates:
+        values = _floats(value)
+        if values is not None and len(values) == 2 and min(values) > 0:
+            return (values[0], values[1]), source
+    return (1.0, 1.0), "default"
+
+
+def _slice_spacing(ds: Dataset) -> float | None:
+    measures = _functional(ds, None, "PixelMeasuresSequence")
+    return _first_float(
+        ds.get("SpacingBetweenSlices"),
+        measures.get("SpacingBetweenSlices") if measures is not None else None,
+        ds.get("SliceThickness"),
+        measures.get("SliceThickness") if measures is not None else None,
+    )
+
+
+def _to_output_dtype(values: np.ndarray) -> np.ndarray:
+    """int16 if the modality values are integral and fit, else float32.
+
+    Integral values beyond float32's exact range (2**24) are kept as int32 rather than
+    rounded.
+    """
+    if values.size == 0:
+        return values.astype(np.int16)
+    integral = values.dtype.kind in "iub" or (
+        bool(np.all(np.isfinite(values))) and np.array_equal(values, np.round(values))
+    )
+    if integral:
+        lo, hi = float(values.min()), float(values.max())
+        if np.iinfo(np.int16).min <= lo and hi <= np.iinfo(np.int16).max:
+            return values.astype(np.int16)
+        if max(abs(lo), abs(hi)) > 2**24 and np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max:
+            return values.astype(np.int32)
+    return values.astype(np.float32)
+
+
+def _modality_values(raw: np.ndarray, ds: Dataset, frame: Dataset | None = None) -> np.ndarray:
+    """Stored values to modality values (e.g. Hounsfield units), as float64 or the raw integers."""
+    transform = _functional(ds, frame, "PixelValueTransformationSequence")
+    if transform is not None and "RescaleSlope" in transform:
+        slope = float(transform.RescaleSlope)
+        intercept = float(transform.get("RescaleIntercept", 0.0))
+        out = raw.astype(np.float64) * slope + intercept
+    else:
+        out = apply_modality_lut(raw, ds)
+    if ds.get("Modality") == "RTDOSE" and ds.get("DoseGridScaling") is not None:
+        out = out.astype(np.float64) * float(ds.DoseGridScaling)
+    return out
+
+
+def _is_rgb(ds: Dataset) -> bool:
+    return int(ds.get("SamplesPerPixel", 1)) > 1
+
+
+def _dcmread(path: str, *, header_only: bool = False) -> Dataset:
+    force = path.lower().endswith(DICOM_SUFFIXES)  # an explicit .dcm may lack the preamble
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=header_only, force=force)
+    except Exception as exc:
+        raise MedVitReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _pixels(ds: Dataset, path: str) -> np.ndarray:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise MedVitReadError(f"{path}: the DICOM file holds no pixel data (Modality {ds.get('Modality')!r})")
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise MedVitReadError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+
+
+def _tag_summary(ds: Dataset) -> dict[str, Any]:
+    """JSON-friendly, non-identifying tags worth keeping."""
+    out: dict[str, Any] = {}
+    for kw in (
+        "Modality", "SeriesInstanceUID", "SeriesDescription", "StudyInstanceUID", "SOPClassUID",
+        "PhotometricInterpretation", "Manufacturer", "BodyPartExamined", "PatientPosition",
+    ):
+        value = ds.get(kw)
+        if value not in (None, ""):
+            out[kw] = str(value)
+    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing"):
+        values = _floats(ds.get(kw))
+        if values is not None:
+            out[kw] = values
+    numeric = ("SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth")
+    for kw in numeric:
+        value = ds.get(kw)
+        if value is None or value == "":
+            continue
+        numbers = _floats(value) if isinstance(value, Sequence) and not isinstance(value, str) else _floats([value])
+        if numbers:
+            out[kw] = numbers if len(numbers) > 1 else numbers[0]
+    return out
+
+
+# -- geometry -------------------------------------------------------------------------------
+@dataclass
+class _StackGeometry:
+    affine: np.ndarray  # 4x4, (slice, row, col) -> (S, P, L)
+    order: np.ndarray  # permutation sorting the slices by position
+    positions: list[float]  # sorted projections on the slice normal
+    warnings: list[str] = field(default_factory=list)
+
+
+def _stack_geometry(
+    ipps: np.ndarray,
+    rc: tuple[np.ndarray, np.ndarray],
+    pixel_spacing: tuple[float, float],
+    fallback_step: float | None,
+    label: str,
+) -> _StackGeometry:
+    """Sort slices by position and build the volume affine; warns on irregular spacing."""
+    r, c = rc
+    n = np.cross(r, c)
+    proj = ipps @ n
+    order = np.argsort(proj, kind="stable")
+    ipps, proj = ipps[order], proj[order]
+    notes: list[str] = []
+    if len(proj) > 1:
+        steps = np.diff(proj)
+        if np.any(steps < 1e-4):
+            k = int(np.argmin(steps))
+            raise MedVitReadError(
+                f"{label}: several slices share the position {proj[k]:.3f} mm along the slice normal "
+                "(multiple acquisitions or echoes in one series); 4D DICOM series are not supported"
+            )
+        step = float(np.median(steps))
+        line = ipps[-1] - ipps[0]
+        v = step * line / float(line @ n)  # follows a gantry tilt, projects to `step` on n
+        tolerance = max(0.01, 0.01 * step)
+        bad = np.flatnonzero(np.abs(steps - step) > tolerance)
+        if bad.size:
+            k = int(bad[np.argmax(np.abs(steps[bad] - step))])
+            offset = float(proj[-1] - (proj[0] + step * (len(proj) - 1)))
+            notes.append(
+                f"{label}: slice spacing is not uniform: the step between slices {k} and {k + 1} "
+                f"(positions {proj[k]:.2f} and {proj[k + 1]:.2f} mm along the slice normal) is "
+                f"{steps[k]:.2f} mm while the median step is {step:.2f} mm "
+                f"({bad.size} of {steps.size} steps differ). The volume uses the median step, so "
+                f"slices can be displayed up to {abs(offset):.2f} mm from their true position."
+            )
+    else:
+        v = n * (fallback_step or 1.0)
+    row_sp, col_sp = pixel_spacing
+    lps = np.column_stack([v, row_sp * c, col_sp * r])
+    affine = np.eye(4)
+    affine[:3, :3] = _REVERSE3 @ lps
+    affine[:3, 3] = _REVERSE3 @ ipps[0]
+    return _StackGeometry(affine=affine, order=order, positions=[float(p) for p in proj], warnings=notes)
+
+
+def _meta_from_affine(affine: np.ndarray, *, path: str, ds: Dataset, rgb: bool, extra: dict[str, Any]) -> ImageMeta:
+    return ImageMeta.from_affine(
+        affine,
+        axes=("z", "y", "x"),
+        source_path=os.path.abspath(path),
+        modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+        rgb=rgb,
+        extra=extra,
+    )
+
+
+def _emit(meta: ImageMeta, notes: list[str]) -> None:
+    if notes:
+        meta.extra.setdefault("warnings", []).extend(notes)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+
+
+# -- single files ---------------------------------------------------------------------------
+def _frame_positions(ds: Dataset, nframes: int, rc: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray | None:
+    """Per-frame ImagePositionPatient of a multi-frame file, or None."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames and len(frames) == nframes:
+        positions = []
+        for frame in frames:
+            plane = _item(frame, "PlanePositionSequence")
+            ipp = _floats(plane.get("ImagePositionPatient")) if plane is not None else None
+            if ipp is None or len(ipp) != 3:
+                return None
+            positions.append(ipp)
+        return np.asarray(positions)
+    ipp = _floats(ds.get("ImagePositionPatient"))
+    offsets = _floats(ds.get("GridFrameOffsetVector"))  # RT dose grids
+    if ipp is not None and len(ipp) == 3 and offsets is not None and len(offsets) == nframes and rc is not None:
+        n = np.cross(*rc)
+        return np.asarray(ipp)[None, :] + np.asarray(offsets)[:, None] * n[None, :]
+    return None
+
+
+def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
+    ds = _dcmread(path)
+    if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise MedVitReadError(f"{path}: this is a DICOMDIR index, not an image; open its folder instead")
+    raw = _pixels(ds, path)
+    rgb = _is_rgb(ds)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    rc = _orientation(ds)
+    spacing, spacing_source = _pixel_spacing(ds)
+    extra: dict[str, Any] = {"dicom": _tag_summary(ds), "spacing_source": spacing_source}
+    extra["dicom"]["number_of_frames"] = nframes
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        extra["photometric"] = "MONOCHROME1"  # displays inverted: 0 is white
+
+    if nframes == 1:
+        values = raw if rgb else _to_output_dtype(_modality_values(raw, ds))
+        ipp = _floats(ds.get("ImagePositionPatient"))
+        if rc is not None and ipp is not None and len(ipp) == 3:
+            geo = _stack_geometry(np.asarray([ipp]), rc, spacing, _slice_spacing(ds), path)
+            extra["affine_3d"] = geo.affine.tolist()  # the slice's true place, for 3D export
+        meta = ImageMeta(
+            spacing=spacing,
+            origin=(0.0, 0.0),
+            direction=((1.0, 0.0), (0.0, 1.0)),
+            axes=("y", "x"),
+            source_path=os.path.abspath(path),
+            modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+            rgb=rgb,
+            extra=extra,
+        )
+        meta.extra["spatial_shape"] = [int(s) for s in values.shape[:2]]
+        return np.ascontiguousarray(values), meta
+
+    # multi-frame
+    frames_ds = ds.get("PerFrameFunctionalGroupsSequence")
+    if not rgb:
+        per_frame = bool(frames_ds) and len(frames_ds) == nframes
+        if per_frame and _functional(ds, frames_ds[0], "PixelValueTransformationSequence"):
+            values = np.stack([_modality_values(raw[i], ds, frames_ds[i]) for i in range(nframes)])
+        else:
+            values = _modality_values(raw, ds)
+        values = _to_output_dtype(values)
+    else:
+        values = raw
+    notes: list[str] = []
+    positions = _frame_positions(ds, nframes, rc)
+    if positions is not None and rc is not None:
+        geo = _stack_geometry(positions, rc, spacing, _slice_spacing(ds), path)
+        values = values[geo.order]
+        affine, notes = geo.affine, geo.warnings
+        extra["slice_positions"] = geo.positions
+    else:
+        step = _slice_spacing(ds) or 1.0
+        affine = np.diag([step, spacing[0], spacing[1], 1.0])
+        ipp = _floats(ds.get("ImagePositionPatient"))
+        if rc is not None and ipp is not None and len(ipp) == 3:
+            r, c = rc
+            affine[:3, :3] = _REVERSE3 @ np.column_stack([step * np.cross(r, c), spacing[0] * c, spacing[1] * r])
+            affine[:3, 3] = _REVERSE3 @ np.asarray(ipp)
+        extra["slice_spacing_source"] = "SpacingBetweenSlices/SliceThickness" if _slice_spacing(ds) else "default 1.0"
+    extra["spatial_shape"] = [int(s) for s in values.shape[:3]]
+    meta = _meta_from_affine(affine, path=path, ds=ds, rgb=rgb, extra=extra)
+    _emit(meta, notes)
+    return np.ascontiguousarray(values), meta
+
+
+# -- folders --------------------------------------------------------------------------------
+@dataclass
+class _Series:
+    key: tuple[Any, ...]
+    files: list[str]
+    headers: list[Dataset]
+    frames: int = 0
+
+    @property
+    def first(self) -> Dataset:
+        return self.headers[0]
+
+    def summary(self) -> dict[str, Any]:
+        ds = self.first
+        return {
+            "SeriesInstanceUID": str(ds.get("SeriesInstanceUID", "")),
+            "SeriesDescription": str(ds.get("SeriesDescription", "") or ""),
+            "Modality": str(ds.get("Modality", "") or ""),
+            "number_of_files": len(self.files),
+            "number_of_slices": self.frames,
+            "folder": os.path.dirname(self.files[0]),
+        }
+
+    def label(self) -> str:
+        ds = self.first
+        name = str(ds.get("SeriesDescription", "") or "") or os.path.basename(os.path.dirname(self.files[0]))
+        files = "file" if len(self.files) == 1 else "files"
+        return f"'{name}' ({ds.get('Modality', '?')}, {len(self.files)} {files})"
+
+
+def _scan_folder(folder: str) -> tuple[list[_Series], list[str]]:
+    """Group the image files under ``folder`` into series of stackable slices."""
+    groups: dict[tuple[Any, ...], _Series] = {}
+    skipped: list[str] = []
+    for i, path in enumerate(iter_folder_files(folder)):
+        if i >= _MAX_FOLDER_FILES:
+            raise MedVitReadError(f"{folder}: more than {_MAX_FOLDER_FILES} files; open a series folder instead")
+        if not is_dicom_path(path) or os.path.basename(path).upper() == "DICOMDIR":
+            continue
+        try:
+            ds = _dcmread(path, header_only=True)
+        except MedVitReadError:
+            skipped.append(path)
+            continue
+        if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "Rows" not in ds or "Columns" not in ds:
+            continue  # DICOMDIR, structured reports, RT plans, ...: no image
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        rc = _orientation(ds)
+        key: tuple[Any, ...] = (
+            str(ds.get("SeriesInstanceUID", "")),
+            None if rc is None else tuple(np.round(np.concatenate(rc), 4)),
+            int(ds.Rows),
+            int(ds.Columns),
+            int(ds.get("SamplesPerPixel", 1)),
+            str(ds.get("SOPInstanceUID", path)) if nframes > 1 else "",  # a multi-frame file is its own volume
+        )
+        series = groups.setdefault(key, _Series(key=key, files=[], headers=[]))
+        series.files.append(path)
+        series.headers.append(ds)
+        series.frames += nframes
+    return list(groups.values()), skipped
+
+
+def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
+    if len(series.files) == 1:
+        return _read_single_file(series.files[0])
+    datasets = [_dcmread(p) for p in series.files]
+    ds0 = datasets[0]
+    rgb = _is_rgb(ds0)
+    slices = []
+    for ds, path in zip(datasets, series.files):
+        raw = _pixels(ds, path)
+        slices.append(raw if rgb else _modality_values(raw, ds))
+    values = np.stack(slices)
+    if not rgb:
+        values = _to_output_dtype(values)
+    spacing, spacing_source = _pixel_spacing(ds0)
+    extra: dict[str, Any] = {"dicom": _tag_summary(ds0), "spacing_source": spacing_source}
+    if ds0.get("PhotometricInterpretation") == "MONOCHROME1":
+        extra["photometric"] = "MONOCHROME1"
+    rc = _orientation(ds0)
+    ipps = [_floats(ds.get("ImagePositionPatient")) for ds in datasets]
+    notes: list[str] = []
+    label = f"{folder} (series {series.label()})"
+    if rc is not None and all(p is not None and len(p) == 3 for p in ipps):
+        geo = _stack_geometry(np.asarray(ipps), rc, spacing, _slice_spacing(ds0), label)
+        order, affine, notes = geo.order, geo.affine, geo.warnings
+        extra["slice_positions"] = geo.positions
+    else:
+        numbers = [int(ds.get("InstanceNumber", i) or i) for i, ds in enumerate(datasets)]
+        order = np.argsort(numbers, kind="stable")
+        step = _slice_spacing(ds0) or 1.0
+        affine = np.diag([step, spacing[0], spacing[1], 1.0])
+        notes.append(
+            f"{label}: slices lack ImagePositionPatient/ImageOrientationPatient; they are ordered "
+            f"by InstanceNumber with a slice spacing of {step:g} mm and no patient orientation"
+        )
+    values = values[order]
+    extra["files"] = [os.path.relpath(series.files[i], folder) for i in order]
+    extra["dicom"]["number_of_files"] = len(series.files)
+    extra["spatial_shape"] = [int(s) for s in values.shape[:3]]
+    meta = _meta_from_affine(affine, path=folder, ds=ds0, rgb=rgb, extra=extra)
+    _emit(meta, notes)
+    return np.ascontiguousarray(values), meta
+
+
+def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
+    series_list, skipped = _scan_folder(folder)
+    if not series_list:
+        detail = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        raise MedVitReadError(f"{folder}: the folder holds no DICOM image files{detail}")
+    # most slices first; ties keep the (sorted) folder order
+    ranked = sorted(series_list, key=lambda s: -s.frames)
+    chosen, others = ranked[0], ranked[1:]
+    array, meta = _read_series(chosen, folder)
+    meta.source_path = os.path.abspath(folder)
+    description = str(chosen.first.get("SeriesDescription", "") or "")
+    meta.extra["series_description"] = description or Path(folder).name
+    if others:
+        meta.extra["other_series"] = [s.summary() for s in others]
+        counts: dict[str, int] = {}
+        for s in others:
+            counts[s.label()] = counts.get(s.label(), 0) + 1
+        listed = [f"{n} x {lab}" if n > 1 else lab for lab, n in counts.items()]
+        if len(listed) > 6:
+            listed = listed[:6] + [f"{len(listed) - 6} more"]
+        names = ", ".join(listed)
+        n_uids = len({s.key[0] for s in series_list})
+        held = f"{n_uids} DICOM series"
+        if n_uids != len(series_list):  # a series split by orientation or image size
+            held = f"{len(series_list)} separate image stacks in {n_uids} DICOM series"
+        meta.extra["other_series_message"] = (
+            f"{Path(folder).name}: holds {held}; opened {chosen.label()} with {chosen.frames} "
+            f"slice{'s' if chosen.frames != 1 else ''}. Not opened: {names}. "
+            "Open a series' own folder to see it."
+        )
+    if skipped:
+        meta.extra.setdefault("warnings", []).append(
+            f"{folder}: skipped {len(skipped)} unreadable DICOM file(s), e.g. {skipped[0]}"
+        )
+    return array, meta
+
+
+def read_dicom(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+    """Read a DICOM file or a folder holding DICOM series.
+
+    * one single-frame file -> 2D ``(rows, cols)`` (``(rows, cols, 3)`` for RGB) with
+      ``PixelSpacing``, origin 0 and identity direction; its position stays in ``extra``;
+    * a multi-frame file -> 3D ``(frame, row, col)``, placed by per-frame positions when the
+      file has them, else stacked with ``SpacingBetweenSlices``/``SliceThickness``;
+    * a folder (searched recursively, extension-less files recognised by the ``DICM``
+      preamble) -> the series with the most slices, sorted along the slice normal; the other
+      series are listed in ``extra["other_series"]`` and ``extra["other_series_message"]``.
+
+    Stored values are converted to modality values (RescaleSlope/Intercept): int16 when they
+    are integral and fit, else float32. Raises :class:`MedVitReadError` naming the file.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _read_folder(path)
+    if not os.path.isfile(path):
+        raise MedVitReadError(f"{path}: no such DICOM file or folder")
+    return _read_single_file(path)
+
+
+__all__ = ["DICOM_SUFFIXES", "folder_has_dicom", "has_dicm_preamble", "is_dicom_path", "read_dicom"]

@@ -1,0 +1,249 @@
+"""NIfTI-1/2 reading, and writing label maps with the source image's exact header geometry.
+
+Index and world conventions (see :mod:`napari_medvit.io.meta`): nibabel indexes the data as
+``(i, j, k[, t])`` with an affine ``A`` mapping ``(i, j, k)`` to RAS millimetres. We return
+the array transposed to ``(k, j, i)`` (``(t, k, j, i)`` for 4D) and the affine
+``M = P @ F @ A @ P`` that maps ``(k, j, i)`` to world ``(S, P, L)``, where ``P`` reverses
+the three spatial axes and ``F = diag(-1, -1, 1, 1)`` turns RAS into LPS.
+
+Everything needed to write the *same* header geometry back (raw qform/sform fields and codes,
+pixdim including qfac, units, dim_info) is kept in ``meta.extra["nifti"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from ._atomic import atomic_write
+from .errors import MedVitReadError
+from .meta import ImageMeta
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_EXTRA_KEY = "nifti"
+
+_REVERSE = np.eye(4)[[2, 1, 0, 3]]  # P: swaps index/world axis order (x, y, z) <-> (z, y, x)
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # F
+
+
+def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    name = os.fspath(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def nifti_to_world_affine(ras_affine: np.ndarray) -> np.ndarray:
+    """nibabel ``(i, j, k) -> RAS`` affine to our ``(k, j, i) -> (S, P, L)`` affine."""
+    return _REVERSE @ _RAS_TO_LPS @ np.asarray(ras_affine, dtype=float) @ _REVERSE
+
+
+def world_to_nifti_affine(world_affine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`nifti_to_world_affine` (P and F are their own inverses)."""
+    return _RAS_TO_LPS @ _REVERSE @ np.asarray(world_affine, dtype=float) @ _REVERSE
+
+
+def _finite_or_none(value: Any) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _matrix_or_none(matrix: np.ndarray | None) -> list[list[float]] | None:
+    return None if matrix is None else np.asarray(matrix, dtype=float).tolist()
+
+
+def _header_geometry(img: nib.Nifti1Image) -> dict[str, Any]:
+    """The JSON-serialisable header fields that define the geometry, copied verbatim."""
+    hdr = img.header
+    qform, qcode = hdr.get_qform(coded=True)
+    sform, scode = hdr.get_sform(coded=True)
+    return {
+        "header_class": type(hdr).__name__,
+        "affine": np.asarray(img.affine, dtype=float).tolist(),
+        "qform": _matrix_or_none(qform),
+        "qform_code": int(qcode),
+        "sform": _matrix_or_none(sform),
+        "sform_code": int(scode),
+        # raw fields, written back as they are so that the header is geometrically identical
+        "quatern": [float(hdr["quatern_b"]), float(hdr["quatern_c"]), float(hdr["quatern_d"])],
+        "qoffset": [float(hdr["qoffset_x"]), float(hdr["qoffset_y"]), float(hdr["qoffset_z"])],
+        "srow": [[float(v) for v in hdr[f"srow_{a}"]] for a in "xyz"],
+        "pixdim": [float(v) for v in hdr["pixdim"]],
+        "zooms": [float(z) for z in hdr.get_zooms()],
+        "xyzt_units": int(hdr["xyzt_units"]),
+        "dim_info": int(hdr["dim_info"]),
+        "on_disk_dtype": str(hdr.get_data_dtype()),
+        "scl_slope": _finite_or_none(hdr["scl_slope"]),
+        "scl_inter": _finite_or_none(hdr["scl_inter"]),
+        "shape": [int(s) for s in img.shape],
+    }
+
+
+def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+    """Read a ``.nii``/``.nii.gz`` file as a ``(z, y, x)`` or ``(t, z, y, x)`` array and its meta.
+
+    2D images become a single-slice volume; trailing singleton dimensions beyond the fourth
+    are dropped. Raises :class:`MedVitReadError` for missing, corrupt or unsupported files.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MedVitReadError(f"{path}: no such NIfTI file")
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for corrupt files (gzip, struct, ...)
+        raise MedVitReadError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise MedVitReadError(f"{path}: expected a NIfTI image, nibabel found a {type(img).__name__}")
+
+    shape = tuple(int(s) for s in img.shape)
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 4:
+        raise MedVitReadError(f"{path}: {len(img.shape)}D NIfTI images (shape {img.shape}) are not supported")
+    if len(shape) < 2:
+        raise MedVitReadError(f"{path}: NIfTI image of shape {img.shape} has fewer than 2 dimensions")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated or corrupt data block
+        raise MedVitReadError(f"{path}: cannot read the NIfTI voxel data ({type(exc).__name__}: {exc})") from exc
+    data = data.reshape(shape + (1,) * (3 - len(shape)))  # 2D -> single slice
+
+    if data.dtype.byteorder not in ("=", "|"):  # e.g. big-endian '>i2' files
+        data = data.astype(data.dtype.newbyteorder("="))
+    if data.dtype == np.float64 and img.get_data_dtype().kind != "f":
+        data = data.astype(np.float32)  # scaled integers: float32 is plenty
+    order = (2, 1, 0) if data.ndim == 3 else (3, 2, 1, 0)
+    array = np.ascontiguousarray(data.transpose(order))
+
+    geometry = _header_geometry(img)
+    geometry["shape"] = [int(s) for s in data.shape[:3]]
+    geometry["full_shape"] = [int(s) for s in data.shape]
+    meta = ImageMeta.from_affine(
+        nifti_to_world_affine(img.affine),
+        axes=("z", "y", "x"),
+        source_path=os.path.abspath(path),
+        modality=None,
+        extra={NIFTI_EXTRA_KEY: geometry},
+    )
+    return array, meta
+
+
+def _label_dtype(labels: np.ndarray) -> np.dtype:
+    """Smallest of uint8 / int16 / int32 holding every label value (checked to be integral)."""
+    if labels.dtype == bool:
+        return np.dtype(np.uint8)
+    if labels.dtype.kind not in "iuf":
+        raise ValueError(f"labels must be numeric, got dtype {labels.dtype}")
+    if labels.size == 0:
+        return np.dtype(np.uint8)
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"labels of dtype {labels.dtype} contain non-integer values")
+    lo, hi = labels.min(), labels.max()
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dtype)
+    raise ValueError(f"label values {lo}..{hi} do not fit into int32")
+
+
+def _spatial_labels(labels: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """Labels as a 3D ``(z, y, x)`` array of the shape the meta describes."""
+    source: tuple[int, ...] | None = None  # spatial shape of the image the meta came from
+    geometry = meta.extra.get(NIFTI_EXTRA_KEY)
+    if geometry is not None:
+        source = tuple(int(s) for s in reversed(geometry["shape"]))  # (k, j, i)
+    elif meta.extra.get("spatial_shape") is not None:  # recorded by the DICOM and frame readers
+        source = tuple(int(s) for s in meta.extra["spatial_shape"])
+    given = labels.shape
+    if labels.ndim == meta.ndim + 1 and labels.shape[0] == 1:
+        labels = labels[0]  # a single time point of a 4D source
+    if source is not None and labels.shape != source:
+        raise ValueError(f"labels shape {given} differs from the source image shape {source}")
+    if labels.ndim == 2 and meta.ndim == 2:
+        labels = labels[np.newaxis]
+    if labels.ndim != 3:
+        raise ValueError(
+            f"labels of shape {given} cannot be written with a {meta.ndim}D geometry; "
+            "expected a 3D (z, y, x) or 2D (y, x) label array"
+        )
+    return labels
+
+
+def _ras_affine_from_meta(meta: ImageMeta) -> np.ndarray:
+    """A 4x4 ``(i, j, k) -> RAS`` affine for a meta without NIfTI header fields."""
+    if meta.ndim == 3:
+        world = meta.affine
+    elif meta.ndim == 2:
+        affine_3d = meta.extra.get("affine_3d")  # e.g. a single DICOM slice's true position
+        if affine_3d is not None:
+            world = np.asarray(affine_3d, dtype=float)
+        else:  # embed (y, x) into (z, y, x) with a unit slice
+            world = np.eye(4)
+            world[1:3, 1:3] = meta.affine[:2, :2]
+            world[1:3, 3] = meta.affine[:2, 2]
+    else:
+        raise ValueError(f"cannot write NIfTI with a {meta.ndim}D geometry (spacing {meta.spacing})")
+    return world_to_nifti_affine(world)
+
+
+def _build_header(geometry: dict[str, Any] | None, meta: ImageMeta, dtype: np.dtype) -> nib.Nifti1Header:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(dtype)
+    if geometry is None:
+        affine = _ras_affine_from_meta(meta)
+        hdr.set_qform(affine, code=1)
+        hdr.set_sform(affine, code=1)
+        hdr.set_xyzt_units(xyz="mm")
+    else:
+        hdr["pixdim"] = np.asarray(geometry["pixdim"], dtype=np.float32)
+        hdr["quatern_b"], hdr["quatern_c"], hdr["quatern_d"] = geometry["quatern"]
+        hdr["qoffset_x"], hdr["qoffset_y"], hdr["qoffset_z"] = geometry["qoffset"]
+        for axis, row in zip("xyz", geometry["srow"]):
+            hdr[f"srow_{axis}"] = np.asarray(row, dtype=np.float32)
+        hdr["qform_code"] = int(geometry["qform_code"])
+        hdr["sform_code"] = int(geometry["sform_code"])
+        hdr["xyzt_units"] = int(geometry["xyzt_units"])
+        hdr["dim_info"] = int(geometry["dim_info"])
+    # label values are stored verbatim: no intensity scaling
+    hdr["scl_slope"] = 1.0
+    hdr["scl_inter"] = 0.0
+    hdr["intent_code"] = 1002  # NIFTI_INTENT_LABEL
+    return hdr
+
+
+def write_nifti_labels(path: str | os.PathLike[str], labels: np.ndarray, meta: ImageMeta) -> str:
+    """Write a ``(z, y, x)`` (or 2D ``(y, x)``) label array as NIfTI with the geometry of ``meta``.
+
+    With NIfTI header fields in ``meta.extra`` (the meta came from :func:`read_nifti`), the
+    qform and sform, their codes, pixdim, units and dim_info are copied verbatim, so that
+    nibabel reads back bit-identical ``affine``, ``get_qform()`` and ``get_sform()``.
+    Otherwise the RAS affine is derived from ``meta.affine`` and stored as both qform and
+    sform with code 1 (scanner). The dtype is uint8 when the labels fit, else int16/int32.
+    The file is replaced atomically. Returns the written path.
+    """
+    path = os.fspath(path)
+    if not is_nifti_path(path):
+        raise ValueError(f"{path}: a NIfTI label file must end with .nii or .nii.gz")
+    labels = np.asarray(labels)
+    spatial = _spatial_labels(labels, meta)
+    dtype = _label_dtype(spatial)
+    geometry = meta.extra.get(NIFTI_EXTRA_KEY)
+    hdr = _build_header(geometry, meta, dtype)
+    data = np.ascontiguousarray(spatial.transpose(2, 1, 0)).astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, affine=None, header=hdr)
+    img.header.set_data_dtype(dtype)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
+    return path
+
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "is_nifti_path",
+    "nifti_to_world_affine",
+    "read_nifti",
+    "world_to_nifti_affine",
+    "write_nifti_labels",
+]

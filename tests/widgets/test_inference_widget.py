@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari.layers import Image, Labels
+
+from napari_medvit._layers import PREDICTION_KEY
+from napari_medvit.io.meta import META_KEY
+from napari_medvit.widgets import InferenceWidget, run_transfuse
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def wait_done(qtbot, widget: InferenceWidget, timeout: int = 120_000) -> None:
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def outputs(viewer):
+    return [layer for layer in viewer.layers if PREDICTION_KEY in layer.metadata]
+
+
+def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medvit", "endoscopy_polyp")
+    image = next(layer for layer in viewer.layers if isinstance(layer, Image))
+    viewer.layers.selection.active = image
+
+    widget = run_transfuse(viewer)
+    assert widget.running, "the run must go to a background worker, not block the event loop"
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+
+    mask = viewer.layers["TransFuse mask [untrained weights]"]
+    assert isinstance(mask, Labels)
+    assert mask.data.shape == image.data.shape[:2]
+    assert set(np.unique(mask.data)) <= {0, 1}
+    attention = [layer for layer in outputs(viewer) if isinstance(layer, Image)]
+    assert sorted(layer.name for layer in attention) == [
+        "TransFuse BiFusion attention 1/16 [untrained weights]",
+        "TransFuse BiFusion attention 1/4 [untrained weights]",
+        "TransFuse BiFusion attention 1/8 [untrained weights]",
+    ]
+    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [untrained weights]"]
+    for layer in [mask, *attention]:
+        assert layer.data.shape[:2] == image.data.shape[:2]
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+        assert layer.metadata[META_KEY] == image.metadata[META_KEY]
+        assert layer.metadata[PREDICTION_KEY]["model"] == "transfuse_s"
+    for layer in attention:
+        assert layer.blending == "additive" and 0.4 <= layer.opacity <= 0.6
+        assert 0.0 <= float(layer.data.min()) and float(layer.data.max()) <= 1.0
+
+
+def test_outputs_follow_a_scaled_translated_volume(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    vol = np.random.default_rng(0).normal(0, 1, (3, 48, 40)).astype(np.float32)
+    image = viewer.add_image(vol, scale=(2.0, 0.5, 0.75), translate=(5.0, -3.0, 8.0), name="ct")
+    widget = InferenceWidget(viewer)
+    widget.run(layer=image, model="transfuse_tiny")
+    wait_done(qtbot, widget)
+    mask = outputs(viewer)[0]
+    assert mask.data.shape == vol.shape
+    np.testing.assert_allclose(mask.scale, image.scale)
+    np.testing.assert_allclose(mask.translate, image.translate)
+    np.testing.assert_allclose(mask.affine.affine_matrix, image.affine.affine_matrix)
+
+
+def test_model_is_kept_between_runs_and_edited_masks_are_never_overwritten(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8), rgb=True)
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    predictor = widget.predictor
+    n_layers = len(viewer.layers)
+
+    widget.run(layer=image)  # unedited outputs are refreshed in place, the model is reused
+    wait_done(qtbot, widget)
+    assert widget.predictor is predictor
+    assert len(viewer.layers) == n_layers
+
+    mask = outputs(viewer)[0]
+    edited = mask.data.copy()
+    edited[:10, :10] = 1 - edited[:10, :10]
+    mask.data = edited  # a correction with the brush
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert np.array_equal(viewer.layers[mask.name].data, edited), "a corrected mask must survive a re-run"
+    assert len(viewer.layers) == n_layers + 1  # the new prediction went to a new layer beside it
+
+    widget.precision.value = "bf16"  # a different setting builds a new predictor
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.predictor is not predictor and widget.predictor.precision == "bf16"
+
+
+def test_cancel_stops_the_worker_and_adds_nothing(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((400, 64, 64), dtype=np.float32))
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    widget.run(layer=image)
+    qtbot.waitUntil(lambda: widget.status.value.startswith("running"), timeout=60_000)
+    widget.cancel()
+    wait_done(qtbot, widget)
+    assert widget.status.value == "cancelled"
+    assert outputs(viewer) == []
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_a_bad_checkpoint_is_reported_and_napari_stays_up(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((64, 64), dtype=np.float32))
+    bad = tmp_path / "wrong.pth"
+    torch.save({"final_2.1.conv.weight": torch.zeros(1)}, bad)
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    widget.checkpoint.value = bad
+    assert "wrong.pth" in widget.weights_info.value
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("failed") and "missing keys" in widget.status.value
+    assert outputs(viewer) == []
+    assert widget.run_button.enabled
+
+
+def test_no_image_gives_a_message_not_a_crash(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    widget = InferenceWidget(viewer)
+    assert widget.run() is None and not widget.running
