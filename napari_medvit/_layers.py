@@ -81,7 +81,7 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
 
     bifusion = sorted(
         (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),
-        key=lambda k: int(k.rsplit("/", 1)[1]),
+        key=lambda k: -int(k.rsplit("/", 1)[1]),  # coarse (1/16) first: the finest ends on top
     )
     finest = bifusion[-1] if bifusion else None
     for key in bifusion:

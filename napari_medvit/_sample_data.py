@@ -1,0 +1,94 @@
+"""napari sample-data contributions: a synthetic endoscopy frame, a real brain MRI, a real CT slice.
+
+The files live in ``sample_data/`` next to this module (a symlink to the repository's
+``sample_data/`` folder in a source checkout, package data in a wheel); see its README.md for
+their origin and licences. They are read through the plugin's own reader
+(:func:`napari_medvit._reader.get_reader`), so the layers carry the same geometry and
+``medvit_meta`` metadata as when the user opens the files.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from napari_medvit._reader import get_reader
+from napari_medvit.io import META_KEY, read_image
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
+
+ENDOSCOPY_FILE = "endoscopy_polyp.png"
+ENDOSCOPY_MASK_FILE = "endoscopy_polyp_mask.png"
+BRAIN_MRI_FILE = "mni152_t1_1mm.nii.gz"
+CT_FILE = "CT_small.dcm"
+
+GROUND_TRUTH_KEY = "medvit_ground_truth"
+_TRANSFORM_KEYS = ("scale", "translate", "rotate", "shear", "affine")
+
+
+def sample_path(name: str) -> Path:
+    """Path of a shipped sample file; FileNotFoundError naming it when it is missing."""
+    path = SAMPLE_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"napari-medvit sample file {name!r} is missing (looked for {path}); "
+            "reinstall the package or run scripts/make_sample_data.py in a source checkout"
+        )
+    return path
+
+
+def _read_single_image(name: str, layer_name: str) -> LayerDataTuple:
+    path = sample_path(name)
+    reader = get_reader(str(path))
+    if reader is None:
+        raise RuntimeError(f"{path}: no napari-medvit reader accepts this sample file")
+    layers = reader(str(path))
+    if len(layers) != 1:
+        raise RuntimeError(f"{path}: expected one layer from the reader, got {len(layers)}")
+    data, kwargs, layer_type = layers[0]
+    kwargs = {**kwargs, "name": layer_name}
+    return data, kwargs, layer_type
+
+
+def endoscopy_frame() -> list[LayerDataTuple]:
+    """The synthetic colonoscopy frame (RGB) and its polyp ground truth (Labels, hidden)."""
+    image = _read_single_image(ENDOSCOPY_FILE, "endoscopy polyp (synthetic)")
+    data, kwargs, _ = image
+    mask_path = sample_path(ENDOSCOPY_MASK_FILE)
+    mask, _mask_meta = read_image(mask_path)
+    spatial = tuple(data.shape[:-1]) if kwargs.get("rgb") else tuple(data.shape)
+    if mask.ndim != 2 or tuple(mask.shape) != spatial:
+        raise ValueError(
+            f"{mask_path}: ground-truth mask of shape {mask.shape} does not match the frame's "
+            f"spatial shape {spatial}"
+        )
+    metadata: dict[str, Any] = {
+        GROUND_TRUTH_KEY: {"source": str(mask_path), "classes": {"0": "background", "1": "polyp"}},
+    }
+    if META_KEY in kwargs.get("metadata", {}):
+        metadata[META_KEY] = copy.deepcopy(kwargs["metadata"][META_KEY])
+    labels_kwargs: dict[str, Any] = {
+        "name": "polyp ground truth",
+        "opacity": 0.4,
+        "visible": False,
+        "metadata": metadata,
+        **{key: copy.deepcopy(kwargs[key]) for key in _TRANSFORM_KEYS if key in kwargs},
+    }
+    labels = (mask.astype("uint8", copy=False), labels_kwargs, "labels")
+    return [image, labels]
+
+
+def brain_mri() -> list[LayerDataTuple]:
+    """The MNI152 (ICBM 2009a nonlinear symmetric) T1 template, 1 mm, as shipped by nilearn."""
+    return [_read_single_image(BRAIN_MRI_FILE, "MNI152 T1")]
+
+
+def ct_slice() -> list[LayerDataTuple]:
+    """pydicom's ``CT_small.dcm``: one 128x128 CT slice with its pixel spacing."""
+    return [_read_single_image(CT_FILE, "CT_small")]
+
+
+__all__ = ["SAMPLE_DIR", "brain_mri", "ct_slice", "endoscopy_frame", "sample_path"]
