@@ -48,7 +48,7 @@ def _prefix(prediction: Prediction) -> str:
 def mask_layer_name(prediction: Prediction) -> str:
     name = f"{_prefix(prediction)} mask"
     if not prediction.provenance.get("trained", False):
-        name += " [untrained weights]"
+        name += " [untrained]"
     return name
 
 
@@ -65,7 +65,7 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     elif prediction.meta is not None:
         meta_entry[META_KEY] = prediction.meta.to_dict()
     provenance = {**prediction.provenance, "source_layer": source_name, "labels_sha256": labels_digest(prediction.labels)}
-    untrained = "" if prediction.provenance.get("trained", False) else " [untrained weights]"
+    untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
     prefix = _prefix(prediction)
 
     layers: list[LayerDataTuple] = [(

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         widget.checkpoint.value = args.checkpoint
     widget.run(layer=image, model=args.model)
+    viewer.reset_view()
 
     if not args.screenshot:
         napari.run()
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if widget.running:
         print(f"medvit-demo: the run did not finish within {args.timeout:.0f} s", file=sys.stderr)
         return 1
+    viewer.reset_view()  # fit the image to the canvas of the resized window
     for _ in range(20):  # let the canvas draw the new layers
         QApplication.processEvents()
         time.sleep(0.02)

@@ -121,8 +121,12 @@ class InferenceWidget(Container):
 
     def _update_weights_info(self, *_: Any) -> None:
         ckpt = self._checkpoint_path()
-        self.weights_info.value = (f"from {Path(ckpt).name}" if ckpt else
-                                   "untrained (random) — results are meaningless until a checkpoint is loaded")
+        self.weights_info.value = f"from {Path(ckpt).name}" if ckpt else "untrained (random initialisation)"
+        self.weights_info.tooltip = (
+            "Weights loaded from the checkpoint file above." if ckpt else
+            "No checkpoint chosen: the model has random weights, so its masks and attention maps show no "
+            "learned content. Choose a .safetensors/.pt/.pth checkpoint to get real results."
+        )
 
     # -- running ------------------------------------------------------------------------------
     @property

@@ -34,17 +34,17 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
     wait_done(qtbot, widget)
     assert widget.status.value.startswith("done"), widget.status.value
 
-    mask = viewer.layers["TransFuse mask [untrained weights]"]
+    mask = viewer.layers["TransFuse mask [untrained]"]
     assert isinstance(mask, Labels)
     assert mask.data.shape == image.data.shape[:2]
     assert set(np.unique(mask.data)) <= {0, 1}
     attention = [layer for layer in outputs(viewer) if isinstance(layer, Image)]
     assert sorted(layer.name for layer in attention) == [
-        "TransFuse BiFusion attention 1/16 [untrained weights]",
-        "TransFuse BiFusion attention 1/4 [untrained weights]",
-        "TransFuse BiFusion attention 1/8 [untrained weights]",
+        "TransFuse BiFusion attention 1/16 [untrained]",
+        "TransFuse BiFusion attention 1/4 [untrained]",
+        "TransFuse BiFusion attention 1/8 [untrained]",
     ]
-    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [untrained weights]"]
+    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [untrained]"]
     for layer in [mask, *attention]:
         assert layer.data.shape[:2] == image.data.shape[:2]
         np.testing.assert_allclose(layer.scale, image.scale)
