@@ -216,3 +216,39 @@ def load_weights(
             parts.append(_listing("mis-shaped keys", misshaped))
         raise CheckpointError("\n".join(parts))
     model.load_state_dict(state_dict, strict=True)
+
+
+def bundled_dir() -> Path:
+    """Folder of the checkpoints shipped with the plugin (``sample_data/checkpoints``)."""
+    import napari_medvit
+
+    return Path(napari_medvit.__file__).parent / "sample_data" / "checkpoints"
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest | None:
+    """The manifest of a .safetensors checkpoint, read from its header only (no tensors loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return Manifest.from_dict(json.loads(meta[MANIFEST_KEY])) if MANIFEST_KEY in meta else None
+    except Exception as exc:
+        raise CheckpointError(f"{Path(path).name}: cannot read its manifest ({exc})") from exc
+
+
+def bundled_checkpoints(arch: str, folder: str | os.PathLike[str] | None = None) -> list[tuple[Path, Manifest]]:
+    """Shipped .safetensors checkpoints whose manifest names ``arch``, sorted by file name.
+
+    Unreadable files are skipped here (they are reported when someone tries to load them).
+    """
+    root = Path(folder) if folder is not None else bundled_dir()
+    found = []
+    for path in sorted(root.glob("*.safetensors")) if root.is_dir() else []:
+        try:
+            manifest = read_manifest(path)
+        except CheckpointError:
+            continue
+        if manifest is not None and manifest.arch == arch:
+            found.append((path, manifest))
+    return found

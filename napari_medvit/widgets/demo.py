@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.layers.selection.active = image
     _, widget = viewer.window.add_plugin_dock_widget("napari-medvit", "MedViT inference")
     if args.checkpoint:
-        widget.checkpoint.value = args.checkpoint
+        widget.use_checkpoint(args.checkpoint)
     widget.run(layer=image, model=args.model)
     viewer.reset_view()
 

@@ -27,6 +27,8 @@ from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
 
 _NO_CHECKPOINT = Path(".")
+_UNTRAINED = "untrained (random initialisation)"
+_FROM_FILE = "<file>"
 
 
 def _image_meta(layer: Image) -> ImageMeta:
@@ -70,20 +72,23 @@ class InferenceWidget(Container):
             choices=[(get_spec(n).display_name, n) for n in list_models(task="segment")],
             value=model,
         )
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value="")
-        self.weights_info = Label(label="weights", value="")
+        self.weights = ComboBox(label="weights", choices=self._weight_choices)
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value="",
+                                   visible=False)
+        self.weights_info = Label(label="", value="")
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="fp32")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="status", value="idle")
-        self.extend([self.image, self.model, self.checkpoint, self.weights_info, self.device, self.precision,
-                     self.run_button, self.cancel_button, self.status])
+        self.extend([self.image, self.model, self.weights, self.checkpoint, self.weights_info, self.device,
+                     self.precision, self.run_button, self.cancel_button, self.status])
 
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.checkpoint.changed.connect(self._update_weights_info)
-        self.model.changed.connect(self._update_weights_info)
+        self.weights.changed.connect(self._update_weights_info)
+        self.model.changed.connect(self.weights.reset_choices)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.reordered):
             event.connect(self._refresh_images)
@@ -113,15 +118,31 @@ class InferenceWidget(Container):
         elif self.image.value is None and self.image.choices:
             self.image.value = self.image.choices[-1]
 
+    def _weight_choices(self, *_: Any) -> list[tuple[str, str]]:
+        """Untrained, the checkpoints shipped for the chosen model, or a file of the user's."""
+        from napari_medvit.models.checkpoint import bundled_checkpoints
+
+        model = self.model.value if hasattr(self, "model") else "transfuse_s"
+        bundled = [(f"bundled: {m.description or p.stem}", str(p)) for p, m in bundled_checkpoints(model)]
+        return [*bundled, (_UNTRAINED, ""), ("checkpoint file…", _FROM_FILE)]
+
+    def use_checkpoint(self, path: str | Path) -> None:
+        """Choose a checkpoint file of the user's (as "checkpoint file…" + the file field do)."""
+        self.weights.value = _FROM_FILE
+        self.checkpoint.value = path
+
     def _checkpoint_path(self) -> str:
+        if self.weights.value != _FROM_FILE:
+            return self.weights.value or ""
         value = self.checkpoint.value
         if value in (None, "", _NO_CHECKPOINT) or str(value) in ("", "."):
             return ""
         return str(value)
 
     def _update_weights_info(self, *_: Any) -> None:
+        self.checkpoint.visible = self.weights.value == _FROM_FILE
         ckpt = self._checkpoint_path()
-        self.weights_info.value = f"from {Path(ckpt).name}" if ckpt else "untrained (random initialisation)"
+        self.weights_info.value = f"weights from {Path(ckpt).name}" if ckpt else "untrained: random weights"
         self.weights_info.tooltip = (
             "Weights loaded from the checkpoint file above." if ckpt else
             "No checkpoint chosen: the model has random weights, so its masks and attention maps show no "

@@ -118,13 +118,40 @@ def test_a_bad_checkpoint_is_reported_and_napari_stays_up(make_napari_viewer, qt
     bad = tmp_path / "wrong.pth"
     torch.save({"final_2.1.conv.weight": torch.zeros(1)}, bad)
     widget = InferenceWidget(viewer, model="transfuse_tiny")
-    widget.checkpoint.value = bad
-    assert "wrong.pth" in widget.weights_info.value
+    widget.use_checkpoint(bad)
+    assert not widget.checkpoint.native.isHidden() and "wrong.pth" in widget.weights_info.value
     widget.run(layer=image)
     wait_done(qtbot, widget)
     assert widget.status.value.startswith("failed") and "missing keys" in widget.status.value
     assert outputs(viewer) == []
     assert widget.run_button.enabled
+
+
+def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
+    from napari_medvit.models import create_model
+    from napari_medvit.models import checkpoint as ckpt
+
+    torch.manual_seed(3)
+    trained = create_model("transfuse_tiny")
+    ckpt.save_checkpoint(trained, tmp_path / "tiny_demo.safetensors",
+                         ckpt.Manifest(arch="transfuse_tiny", config=trained.config, description="tiny demo"))
+    ckpt.save_checkpoint(trained, tmp_path / "other.safetensors", ckpt.Manifest(arch="transfuse_l"))
+    (tmp_path / "broken.safetensors").write_bytes(b"junk")
+    monkeypatch.setattr(ckpt, "bundled_dir", lambda: tmp_path)
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8), rgb=True)
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    labels = [c for c in widget.weights.choices]
+    assert labels[0] == str(tmp_path / "tiny_demo.safetensors")  # bundled weights come first and are the default
+    assert len(labels) == 3 and widget.checkpoint.native.isHidden()
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    mask = outputs(viewer)[0]
+    assert mask.name == "TransFuse mask"  # trained weights: no [untrained] suffix
+    assert mask.metadata[PREDICTION_KEY]["checkpoint"].endswith("tiny_demo.safetensors")
+    widget.model.value = "transfuse_s"
+    assert [c for c in widget.weights.choices][0] == ""  # nothing shipped for TransFuse-S: untrained first
 
 
 def test_no_image_gives_a_message_not_a_crash(make_napari_viewer) -> None:
