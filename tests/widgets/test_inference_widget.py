@@ -158,3 +158,13 @@ def test_no_image_gives_a_message_not_a_crash(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     widget = InferenceWidget(viewer)
     assert widget.run() is None and not widget.running
+
+
+def test_plugins_menu_run_transfuse_starts_by_itself(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(4).integers(0, 255, (96, 128, 3), dtype=np.uint8), rgb=True, name="frame")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medvit", "Run TransFuse")
+    assert widget.model.value == "transfuse_s"
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 4, timeout=120_000)
+    wait_done(qtbot, widget)
+    assert outputs(viewer)[0].data.shape == (96, 128)
