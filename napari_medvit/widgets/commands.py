@@ -30,6 +30,12 @@ def run_transfuse(viewer: Viewer) -> InferenceWidget:
     return widget
 
 
-def run_transfuse_widget(napari_viewer: Viewer) -> InferenceWidget:
-    """Plugins > MedViT > Run TransFuse: the inference widget, preset to TransFuse-S, started at once."""
-    return InferenceWidget(napari_viewer, model="transfuse_s", autorun=True)
+class RunTransFuseWidget(InferenceWidget):
+    """Plugins > MedViT > Run TransFuse: the inference widget, preset to TransFuse-S, started at once.
+
+    A class rather than a factory function: napari hands the viewer to dock widgets by
+    inspecting ``__init__``.
+    """
+
+    def __init__(self, napari_viewer: Viewer) -> None:
+        super().__init__(napari_viewer, model="transfuse_s", autorun=True)

@@ -94,6 +94,8 @@ class InferenceWidget(Container):
             event.connect(self._refresh_images)
         napari_viewer.layers.selection.events.active.connect(self._follow_selection)
         self._update_weights_info()
+        self._refresh_images()
+        self._follow_selection()
         if autorun:
             from qtpy.QtCore import QTimer
 
