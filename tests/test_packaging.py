@@ -54,15 +54,20 @@ def test_import_linter_contracts_hold() -> None:
     assert "3 kept, 0 broken" in out.stdout
 
 
-def test_start_up_imports_no_torch_and_no_qt() -> None:
-    """napari reads our manifest and may call the reader/sample code: none of it may import torch."""
+def test_start_up_imports_no_torch_and_no_qt(tmp_path: Path) -> None:
+    """napari reads our manifest and may call the reader/sample code, and the widgets list shipped
+    checkpoints when they open: none of it may import torch (seconds of start-up)."""
     code = (
-        "import sys, napari_medvit, napari_medvit.models, napari_medvit.io, napari_medvit._reader, "
-        "napari_medvit.inference, napari_medvit.cli;"
-        "from napari_medvit.models import list_models; list_models();"
+        "import sys, json, numpy as np;"
+        "import napari_medvit, napari_medvit.models, napari_medvit.io, napari_medvit._reader, napari_medvit.cli;"
+        "from napari_medvit.models import list_models; from napari_medvit.models.manifest import bundled_checkpoints;"
+        "from safetensors.numpy import save_file;"
+        "save_file({'w': np.zeros(2, np.float32)}, sys.argv[1] + '/demo.safetensors',"
+        " metadata={'medvit_manifest': json.dumps({'arch': 'transfuse_s', 'description': 'demo'})});"
+        "assert list_models() and [m.description for _, m in bundled_checkpoints('transfuse_s', sys.argv[1])] == ['demo'];"
         "bad = [m for m in ('torch', 'timm', 'qtpy', 'PyQt6') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

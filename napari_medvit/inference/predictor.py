@@ -183,7 +183,8 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
-    def _to_input(self, batch: np.ndarray, rgb: bool) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _to_input(self, batch: np.ndarray, rgb: bool) -> torch.Tensor:
+        """Normalise, then resize to the model's input size or pad (reflect) to its size multiple."""
         pre = self.spec.preprocessing
         x = torch.from_numpy(np.ascontiguousarray(batch))
         x = x.permute(0, 3, 1, 2) if rgb else x[:, None]
@@ -196,13 +197,12 @@ class Predictor:
         x = ((x - mean) / std).to(self.device)
         h, w = x.shape[-2:]
         if self.resize:
-            x = F.interpolate(x, size=tuple(self.resize), mode="bilinear", align_corners=False, antialias=True)
-            return x, (0, 0)
+            return F.interpolate(x, size=tuple(self.resize), mode="bilinear", align_corners=False, antialias=True)
         multiple = int(pre.get("size_multiple", 32))
         pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "constant"), (pad_h, pad_w)
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "constant")
 
-    def _to_image(self, t: torch.Tensor, size: tuple[int, int], padded_size: tuple[int, int], pads: tuple[int, int]) -> np.ndarray:
+    def _to_image(self, t: torch.Tensor, size: tuple[int, int], padded_size: tuple[int, int]) -> np.ndarray:
         """Map a (B, 1, h, w) map over the model input back onto the (B, H, W) image grid."""
         t = t.float()
         if self.resize:
@@ -214,20 +214,20 @@ class Predictor:
     @torch.inference_mode()
     def _run_batch(self, batch: np.ndarray, rgb: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         size = batch.shape[1:3]
-        x, pads = self._to_input(batch, rgb)
+        x = self._to_input(batch, rgb)
         with self._autocast():
             out = self.model.forward_all(x) if hasattr(self.model, "forward_all") else {"map_2": self.model(x)}
         padded = tuple(x.shape[-2:])
         logits = out["map_2"].float()
         if logits.shape[1] != 1:
             raise ValueError(f"{self.spec.name}: {logits.shape[1]}-class segmentation is not supported yet")
-        probs = self._to_image(torch.sigmoid(logits), size, padded, pads)
-        maps = dict(self._attention_maps(out, size, padded, pads))
+        probs = self._to_image(torch.sigmoid(logits), size, padded)
+        maps = dict(self._attention_maps(out, size, padded))
         return probs, maps
 
-    def _attention_maps(self, out: dict[str, Any], size: tuple[int, int], padded: tuple[int, int],
-                        pads: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
+    def _attention_maps(self, out: dict[str, Any], size: tuple[int, int],
+                        padded: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
         for kind, key in (("BiFusion spatial attention", "bifusion_attention"), ("attention gate", "gate_attention")):
             for m in out.get(key, ()):
                 stride = padded[0] // m.shape[-2]
-                yield f"{kind} 1/{stride}", self._to_image(m, size, padded, pads)
+                yield f"{kind} 1/{stride}", self._to_image(m, size, padded)

@@ -122,7 +122,7 @@ class InferenceWidget(Container):
 
     def _weight_choices(self, *_: Any) -> list[tuple[str, str]]:
         """Untrained, the checkpoints shipped for the chosen model, or a file of the user's."""
-        from napari_medvit.models.checkpoint import bundled_checkpoints
+        from napari_medvit.models.manifest import bundled_checkpoints
 
         model = self.model.value if hasattr(self, "model") else "transfuse_s"
         bundled = [(f"bundled: {m.description or p.stem}", str(p)) for p, m in bundled_checkpoints(model)]

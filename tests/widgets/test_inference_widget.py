@@ -130,6 +130,7 @@ def test_a_bad_checkpoint_is_reported_and_napari_stays_up(make_napari_viewer, qt
 def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
     from napari_medvit.models import create_model
     from napari_medvit.models import checkpoint as ckpt
+    from napari_medvit.models import manifest as manifest_module
 
     torch.manual_seed(3)
     trained = create_model("transfuse_tiny")
@@ -137,7 +138,7 @@ def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, 
                          ckpt.Manifest(arch="transfuse_tiny", config=trained.config, description="tiny demo"))
     ckpt.save_checkpoint(trained, tmp_path / "other.safetensors", ckpt.Manifest(arch="transfuse_l"))
     (tmp_path / "broken.safetensors").write_bytes(b"junk")
-    monkeypatch.setattr(ckpt, "bundled_dir", lambda: tmp_path)
+    monkeypatch.setattr(manifest_module, "bundled_dir", lambda: tmp_path)
 
     viewer = make_napari_viewer()
     image = viewer.add_image(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8), rgb=True)
