@@ -36,7 +36,20 @@ def main() -> None:
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
-    for label in ("cold (imports torch, builds the model)", "warm (model kept by the widget)"):
+
+    def report(label: str, seconds: float) -> None:
+        gaps = np.diff(ticks) * 1000
+        print(f"{label}: {seconds:.2f} s")
+        print(f"  event-loop gaps ms: median {np.median(gaps):.1f}, p99 {np.percentile(gaps, 99):.1f}, "
+              f"max {gaps.max():.1f}; gaps > 50 ms: {(gaps > 50).sum()} of {len(gaps)}")
+
+    ticks.clear()
+    t0 = time.perf_counter()
+    while widget.prewarm_worker.is_running:  # torch/timm imported in the background when the dock opened
+        QApplication.processEvents()
+        time.sleep(0.001)
+    report("background import of torch/timm after the dock opened", time.perf_counter() - t0)
+    for label in ("first run (builds the model)", "second run (model kept by the widget)"):
         for _ in range(50):
             QApplication.processEvents()
             time.sleep(0.005)
@@ -46,11 +59,8 @@ def main() -> None:
         while widget.running:
             QApplication.processEvents()
             time.sleep(0.001)
-        total = time.perf_counter() - t0
-        gaps = np.diff(ticks) * 1000
-        print(f"{label}: {args.model} on {image.name} {tuple(image.data.shape)}: {total:.2f} s; {widget.status.value}")
-        print(f"  event-loop gaps ms: median {np.median(gaps):.1f}, p99 {np.percentile(gaps, 99):.1f}, "
-              f"max {gaps.max():.1f}; gaps > 50 ms: {(gaps > 50).sum()} of {len(gaps)}")
+        report(f"{label}, {args.model} on {image.name} {tuple(image.data.shape)}, {widget.status.value}",
+               time.perf_counter() - t0)
     timer.stop()
     viewer.close()
 

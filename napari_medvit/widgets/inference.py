@@ -38,6 +38,18 @@ def _image_meta(layer: Image) -> ImageMeta:
     return ImageMeta.identity(min(layer.ndim, 3), rgb=bool(layer.rgb))
 
 
+def _prewarm() -> None:
+    """Import the model libraries in the background while the user looks at the widget.
+
+    Importing torch/timm/torchvision takes seconds on first use; doing it when the dock opens
+    rather than when Run is pressed shortens the first run by that much.
+    """
+    from napari_medvit.models._compat import keep_triton_out_without_cuda
+
+    keep_triton_out_without_cuda()
+    import timm  # noqa: F401  (imports torch and torchvision too)
+
+
 def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
              meta: ImageMeta) -> Generator[Any, None, tuple[Any, Any]]:
     """Worker body: build the model if needed, then yield the predictor's progress events."""
@@ -96,6 +108,7 @@ class InferenceWidget(Container):
         self._update_weights_info()
         self._refresh_images()
         self._follow_selection()
+        self.prewarm_worker = create_worker(_prewarm, _connect={"errored": lambda exc: None})
         if autorun:
             from qtpy.QtCore import QTimer
 
