@@ -50,7 +50,7 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
                 )
             config_overrides = {**manifest.config, **config_overrides}
     try:
-        model = factory(**config_overrides)
+        model = factory(**{**spec.factory_args, **config_overrides})
     except TypeError as exc:
         raise ValueError(f"{name}: invalid configuration {config_overrides}: {exc}") from exc
     if state is not None:

@@ -32,6 +32,7 @@ class ModelSpec:
     display_name: str
     description: str
     short_name: str = ""  # family name used in layer names, e.g. "TransFuse"
+    factory_args: dict[str, Any] = field(default_factory=dict)  # passed to the factory before overrides
     paper: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -74,6 +75,43 @@ _MODELS: dict[str, ModelSpec] = {
                    pre={**_TRANSFUSE_PRE, "resize": (64, 64)}, tags=("test",)),
     )
 }
+
+
+_CROSSVIT_PAPER = "Chen, Fan, Panda, CrossViT: Cross-Attention Multi-Scale Vision Transformer for Image Classification, ICCV 2021"
+_CROSSVIT_OVERLAYS = ("class_probabilities", "cls_cross_attention", "cls_self_attention")
+_CROSSVIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "9": "9", "15": "15", "18": "18"}
+
+
+def _crossvit(variant: str, *, name: str | None = None, display: str | None = None, tags: tuple[str, ...] = (),
+              **factory_args: Any) -> ModelSpec:
+    parts = variant.split("_")  # crossvit_15_dagger_408
+    size = int(parts[-1])
+    dagger = "dagger" in parts
+    if display is None:
+        display = f"CrossViT-{_CROSSVIT_SIZES[parts[1]]}{'†' if dagger else ''}" + (f" {size}" if size != 240 else "")
+    return ModelSpec(
+        name=name or variant, module="napari_medvit.models.crossvit", factory="create_crossvit", family="crossvit",
+        task="classify", dims=2, in_chans=3, class_names=(),
+        preprocessing={"resize": (size, size), "size_multiple": 1, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                       "color": "rgb"},
+        overlays=_CROSSVIT_OVERLAYS, display_name=display,
+        description=f"timm {variant}: dual-branch ViT (patch 12 at {size}, patch 16 at {size * 14 // 15}) with "
+                    f"CLS cross-attention fusion{'; 3-conv patch embedding' if dagger else ''}",
+        paper=_CROSSVIT_PAPER, tags=tags, short_name="CrossViT",
+        factory_args={"variant": variant, **factory_args},
+    )
+
+
+_CROSSVIT_VARIANTS = (
+    "crossvit_tiny_240", "crossvit_small_240", "crossvit_base_240", "crossvit_9_240", "crossvit_15_240",
+    "crossvit_18_240", "crossvit_9_dagger_240", "crossvit_15_dagger_240", "crossvit_18_dagger_240",
+    "crossvit_15_dagger_408", "crossvit_18_dagger_408",
+)
+_MODELS.update({v: _crossvit(v) for v in _CROSSVIT_VARIANTS})
+_MODELS["crossvit_tiny_test"] = _crossvit(
+    "crossvit_9_240", name="crossvit_tiny_test", display="CrossViT (tiny test config)", tags=("test",),
+    embed_dim=[32, 64], depth=[[1, 1, 0], [1, 1, 0], [1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1],
+)
 
 
 def get_spec(name: str) -> ModelSpec:
