@@ -1,0 +1,1 @@
+"""Explanations: attention maps read from the models with hooks (no torch at import time)."""
