@@ -51,13 +51,20 @@ class Progress:
 
 @dataclass
 class Prediction:
-    """Numpy-only result on the input image's grid (spatial shape of the input)."""
+    """Numpy-only result on the input image's grid.
+
+    segment: ``labels`` and ``probabilities`` have the spatial shape of the input.
+    classify: ``probabilities`` is (*lead, K) and ``labels`` (*lead) where ``lead`` is the input's
+    spatial shape without its last two axes (empty for a 2D image: one vector, one label).
+    ``attention`` maps (head-mean) have the input's spatial shape.
+    """
 
     task: str
     model_name: str
     labels: np.ndarray
     probabilities: np.ndarray
     attention: dict[str, np.ndarray] = field(default_factory=dict)
+    attention_heads: dict[str, np.ndarray] = field(default_factory=dict)  # (*lead, heads, H, W) per map
     class_names: tuple[str, ...] = ()
     meta: ImageMeta | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -91,11 +98,15 @@ class Predictor:
     """Holds a model on a device and runs it; keep one per model between runs."""
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
-                 *, batch_size: int = 4, resize: tuple[int, int] | None | str = "model") -> None:
+                 *, batch_size: int = 4, resize: tuple[int, int] | None | str = "model",
+                 explainer: Callable[[torch.nn.Module], Any] | None = None) -> None:
+        """``explainer(model)`` (optional) is a context manager that captures attention while the
+        model runs and then lists it with ``.maps()``: objects with ``name`` and ``heads``
+        (B, H, h, w) on a grid covering the model input (see ``napari_medvit.explain``)."""
         spec: ModelSpec | None = getattr(model, "medvit_spec", None)
         if spec is None:
             raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
-        if spec.task != "segment" or spec.dims != 2:
+        if spec.task not in ("segment", "classify") or spec.dims != 2:
             raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -105,7 +116,11 @@ class Predictor:
         self._amp_dtype = autocast_dtype(precision)
         self.batch_size = batch_size
         self.resize = spec.preprocessing.get("resize") if resize == "model" else resize
+        if spec.task == "classify" and not self.resize:
+            raise ValueError(f"{spec.name} is a classifier with a fixed input size: it needs resize")
+        self.explainer = explainer
         self.model = model.to(self.device).eval()
+        self.class_names = _class_names(model, spec)
 
     # -- public ---------------------------------------------------------------------------------
     def predict(self, image: np.ndarray, meta: ImageMeta | None = None, *,
@@ -139,21 +154,24 @@ class Predictor:
         n = slices.shape[0]
         n_batches = -(-n // self.batch_size)
 
-        probs = np.empty((n, h, w), dtype=np.float32)
-        attention: dict[str, np.ndarray] = {}
+        chunks: list[tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         for b, start in enumerate(range(0, n, self.batch_size)):
             yield Progress(b, n_batches, f"running {self.spec.display_name}", time.perf_counter() - t0)
-            batch = slices[start:start + self.batch_size]
-            p, maps = self._run_batch(batch, rgb)
-            probs[start:start + len(batch)] = p
-            for name, m in maps.items():
-                if name not in attention:
-                    attention[name] = np.empty((n, h, w), dtype=np.float32)
-                attention[name][start:start + len(batch)] = m
+            chunks.append(self._run_batch(slices[start:start + self.batch_size], rgb))
         yield Progress(n_batches, n_batches, "post-processing", time.perf_counter() - t0)
+        probs = np.concatenate([c[0] for c in chunks])
+        attention = {k: np.concatenate([c[1][k] for c in chunks]).reshape(spatial) for k in chunks[0][1]}
+        lead = spatial[:-2]
+        heads = {k: np.concatenate([c[2][k] for c in chunks]) for k in chunks[0][2]}
+        heads = {k: v.reshape(*lead, v.shape[1], h, w) for k, v in heads.items()}
 
-        threshold = float(self.spec.preprocessing.get("threshold", 0.5))
-        labels = (probs > threshold).astype(np.uint8)
+        if self.spec.task == "classify":
+            labels = probs.argmax(axis=-1).reshape(lead)
+            probs = probs.reshape(*lead, probs.shape[-1])
+        else:
+            threshold = float(self.spec.preprocessing.get("threshold", 0.5))
+            labels = (probs > threshold).astype(np.uint8).reshape(spatial)
+            probs = probs.reshape(spatial)
         info = getattr(self.model, "checkpoint_info", None)
         provenance = {
             "model": self.spec.name,
@@ -167,12 +185,13 @@ class Predictor:
             "seconds": round(time.perf_counter() - t0, 3),
         }
         return Prediction(
-            task="segment",
+            task=self.spec.task,
             model_name=self.spec.name,
-            labels=labels.reshape(spatial),
-            probabilities=probs.reshape(spatial),
-            attention={k: v.reshape(spatial) for k, v in attention.items()},
-            class_names=self.spec.class_names,
+            labels=labels,
+            probabilities=probs,
+            attention=attention,
+            attention_heads=heads,
+            class_names=self.class_names,
             meta=meta,
             provenance=provenance,
         )
@@ -203,31 +222,62 @@ class Predictor:
         return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "constant")
 
     def _to_image(self, t: torch.Tensor, size: tuple[int, int], padded_size: tuple[int, int]) -> np.ndarray:
-        """Map a (B, 1, h, w) map over the model input back onto the (B, H, W) image grid."""
+        """Map (B, C, h, w) maps over the model input back onto the (B, C, H, W) image grid."""
         t = t.float()
         if self.resize:
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
         else:
             t = F.interpolate(t, size=padded_size, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
-        return t[:, 0].cpu().numpy()
+        return t.cpu().numpy()
 
     @torch.inference_mode()
-    def _run_batch(self, batch: np.ndarray, rgb: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _run_batch(self, batch: np.ndarray, rgb: bool) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(probabilities, head-mean maps (B, H, W), per-head maps (B, heads, H, W)) of one batch."""
         size = batch.shape[1:3]
         x = self._to_input(batch, rgb)
-        with self._autocast():
-            out = self.model.forward_all(x) if hasattr(self.model, "forward_all") else {"map_2": self.model(x)}
         padded = tuple(x.shape[-2:])
+        capture = self.explainer(self.model) if self.explainer is not None else contextlib.nullcontext()
+        with capture as cap, self._autocast():
+            if self.spec.task == "classify":
+                out = {"logits": self.model(x)}
+            else:
+                out = self.model.forward_all(x) if hasattr(self.model, "forward_all") else {"map_2": self.model(x)}
+        maps = dict(self._attention_maps(out, size, padded))
+        heads: dict[str, np.ndarray] = {}
+        if cap is not None:
+            for m in cap.maps():
+                per_head = self._to_image(m.heads, size, padded)
+                heads[m.name] = per_head
+                maps[m.name] = per_head.mean(axis=1)
+        if self.spec.task == "classify":
+            return torch.softmax(out["logits"].float(), dim=-1).cpu().numpy(), maps, heads
         logits = out["map_2"].float()
         if logits.shape[1] != 1:
             raise ValueError(f"{self.spec.name}: {logits.shape[1]}-class segmentation is not supported yet")
-        probs = self._to_image(torch.sigmoid(logits), size, padded)
-        maps = dict(self._attention_maps(out, size, padded))
-        return probs, maps
+        return self._to_image(torch.sigmoid(logits), size, padded)[:, 0], maps, heads
 
     def _attention_maps(self, out: dict[str, Any], size: tuple[int, int],
                         padded: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
         for kind, key in (("BiFusion spatial attention", "bifusion_attention"), ("attention gate", "gate_attention")):
             for m in out.get(key, ()):
                 stride = padded[0] // m.shape[-2]
-                yield f"{kind} 1/{stride}", self._to_image(m, size, padded)
+                yield f"{kind} 1/{stride}", self._to_image(m, size, padded)[:, 0]
+
+
+def _class_names(model: torch.nn.Module, spec: ModelSpec) -> tuple[str, ...]:
+    """Class names from the checkpoint manifest, the registry, ImageNet's (1000 classes), or numbers."""
+    info = getattr(model, "checkpoint_info", None)
+    manifest = (info.manifest or {}) if info is not None else {}
+    if manifest.get("class_names"):
+        return tuple(manifest["class_names"])
+    if spec.task != "classify":
+        return spec.class_names
+    n = int(getattr(model, "num_classes", 0) or 0)
+    if spec.class_names and len(spec.class_names) == n:
+        return spec.class_names
+    if n == 1000:
+        from timm.data import ImageNetInfo
+
+        info1k = ImageNetInfo()
+        return tuple(info1k.index_to_description(i) for i in range(n))
+    return tuple(f"class {i}" for i in range(n))

@@ -109,3 +109,38 @@ def test_bad_device_precision_and_input_are_named() -> None:
         Predictor(model, device="cpu").predict(np.zeros(10))
     with pytest.raises(ValueError, match="create_model"):
         Predictor(torch.nn.Linear(2, 2))
+
+
+def test_classifier_gives_probabilities_and_attention_on_the_image_grid() -> None:
+    from napari_medvit.explain import explainer_for
+
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny_test", num_classes=3)
+    frame = np.random.default_rng(6).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    predictor = Predictor(model, device="cpu", explainer=explainer_for(model.medvit_spec))
+    pred = predictor.predict(frame)
+    assert pred.task == "classify"
+    assert pred.probabilities.shape == (3,) and abs(float(pred.probabilities.sum()) - 1) < 1e-5
+    assert pred.labels.shape == () and int(pred.labels) == int(pred.probabilities.argmax())
+    assert pred.class_names == ("class 0", "class 1", "class 2")
+    assert len(pred.attention) == 8
+    for name, m in pred.attention.items():
+        assert m.shape == (96, 128)
+        assert pred.attention_heads[name].shape == (2, 96, 128)
+        np.testing.assert_allclose(pred.attention_heads[name].mean(axis=0), m, atol=1e-6)
+    # the probabilities are the model's softmax on the 240x240 resized, normalised image
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = torch.nn.functional.interpolate(x, size=(240, 240), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        expected = torch.softmax(model(x), -1)[0].numpy()
+    np.testing.assert_allclose(pred.probabilities, expected, atol=1e-5)
+
+
+def test_classifier_on_a_volume_gives_one_vector_per_slice_and_imagenet_names() -> None:
+    model = create_model("crossvit_tiny_test")  # 1000 classes: ImageNet's names (shipped with timm)
+    vol = np.random.default_rng(7).integers(0, 255, (3, 50, 60), dtype=np.uint8)
+    pred = Predictor(model, device="cpu", batch_size=2).predict(vol)
+    assert pred.probabilities.shape == (3, 1000) and pred.labels.shape == (3,)
+    assert len(pred.class_names) == 1000 and pred.class_names[0] != "class 0"
+    assert pred.attention == {}  # no explainer given: no maps
