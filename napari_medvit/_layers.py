@@ -54,8 +54,11 @@ def mask_layer_name(prediction: Prediction) -> str:
 
 def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | None = None,
                       source_metadata: dict[str, Any] | None = None, source_name: str = "") -> list[LayerDataTuple]:
-    """Labels for the mask, and one Image per attention map (only the finest visible).
+    """Layers for a prediction, all on the source image's grid and transform.
 
+    segment: Labels for the mask, one Image per BiFusion map (only the finest visible).
+    classify: one Image per attention map (head-mean; only the last block's S-CLS→L visible); the
+    class probabilities go to the widget's chart and into each layer's metadata.
     Attention maps are shown with an additive colormap at half opacity over the image.
     """
     transform = dict(transform or {})
@@ -64,39 +67,68 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
         meta_entry[META_KEY] = source_metadata[META_KEY]
     elif prediction.meta is not None:
         meta_entry[META_KEY] = prediction.meta.to_dict()
-    provenance = {**prediction.provenance, "source_layer": source_name, "labels_sha256": labels_digest(prediction.labels)}
+    provenance = {**prediction.provenance, "source_layer": source_name}
     untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
     prefix = _prefix(prediction)
 
-    layers: list[LayerDataTuple] = [(
-        prediction.labels,
-        {
-            "name": mask_layer_name(prediction),
-            "opacity": 0.5,
-            "metadata": {**meta_entry, PREDICTION_KEY: provenance},
-            **transform,
-        },
-        "labels",
-    )]
+    layers: list[LayerDataTuple] = []
+    if prediction.task == "segment":
+        provenance["labels_sha256"] = labels_digest(prediction.labels)
+        layers.append((
+            prediction.labels,
+            {"name": mask_layer_name(prediction), "opacity": 0.5,
+             "metadata": {**meta_entry, PREDICTION_KEY: provenance}, **transform},
+            "labels",
+        ))
+        names = sorted(
+            (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),
+            key=lambda k: -int(k.rsplit("/", 1)[1]),  # coarse (1/16) first: the finest ends on top
+        )
+        shown = names[-1] if names else None
+        titles = {k: k.replace("spatial attention", "attention") for k in names}
+    else:
+        provenance["top_class"] = _top_class(prediction)
+        names = list(prediction.attention)
+        cross = [k for k in names if "S-CLS→L" in k and k.startswith("cross-attention")]
+        shown = cross[-1] if cross else (names[-1] if names else None)
+        titles = {k: k for k in names}
 
-    bifusion = sorted(
-        (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),
-        key=lambda k: -int(k.rsplit("/", 1)[1]),  # coarse (1/16) first: the finest ends on top
-    )
-    finest = bifusion[-1] if bifusion else None
-    for key in bifusion:
+    for key in names:
         layers.append((
             prediction.attention[key],
             {
-                "name": f"{prefix} {key.replace('spatial attention', 'attention')}{untrained}",
+                "name": f"{prefix} {titles[key]}{untrained}",
                 "colormap": "inferno",
                 "blending": "additive",
                 "opacity": 0.5,
-                "contrast_limits": (0.0, 1.0),
-                "visible": key == finest,
+                "contrast_limits": _limits(prediction.attention[key]),
+                "visible": key == shown,
                 "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "map": key}},
                 **transform,
             },
             "image",
         ))
     return layers
+
+
+def _limits(data: np.ndarray) -> tuple[float, float]:
+    """Sigmoid maps span [0, 1]; softmax attention rows are small numbers: stretch to their range."""
+    hi = float(np.max(data)) if data.size else 1.0
+    return (0.0, 1.0) if hi > 0.5 else (0.0, hi if hi > 0 else 1.0)
+
+
+def _top_class(prediction: Prediction) -> str:
+    p = np.asarray(prediction.probabilities)
+    if p.ndim != 1:
+        return ""
+    i = int(p.argmax())
+    name = prediction.class_names[i] if i < len(prediction.class_names) else f"class {i}"
+    return f"{name} ({p[i]:.1%})"
+
+
+def top_k(prediction: Prediction, k: int = 5, index: tuple[int, ...] = ()) -> list[tuple[str, float]]:
+    """The k most probable classes (name, probability) of a classification, at ``index`` for volumes."""
+    p = np.asarray(prediction.probabilities)[index]
+    order = np.argsort(p)[::-1][:k]
+    names = prediction.class_names
+    return [(names[i] if i < len(names) else f"class {i}", float(p[i])) for i in order]

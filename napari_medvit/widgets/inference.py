@@ -21,10 +21,11 @@ from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_medvit._layers import PREDICTION_KEY, labels_digest, layer_transform, prediction_layers
+from napari_medvit._layers import PREDICTION_KEY, labels_digest, layer_transform, prediction_layers, top_k
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets.charts import ProbabilityChart
 
 _NO_CHECKPOINT = Path(".")
 _UNTRAINED = "untrained (random initialisation)"
@@ -53,6 +54,7 @@ def _prewarm() -> None:
 def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
              meta: ImageMeta) -> Generator[Any, None, tuple[Any, Any]]:
     """Worker body: build the model if needed, then yield the predictor's progress events."""
+    from napari_medvit.explain import explainer_for
     from napari_medvit.inference import Predictor, Progress
     from napari_medvit.models import create_model
 
@@ -60,7 +62,7 @@ def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
     if predictor is None:
         yield Progress(0, 1, f"building {get_spec(name).display_name}", 0.0)
         model = create_model(name, checkpoint=checkpoint or None)
-        predictor = Predictor(model, device=device, precision=precision)
+        predictor = Predictor(model, device=device, precision=precision, explainer=explainer_for(model.medvit_spec))
     prediction = yield from predictor.predict_iter(data, meta)
     return predictor, prediction
 
@@ -81,7 +83,8 @@ class InferenceWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self.model = ComboBox(
             label="model",
-            choices=[(get_spec(n).display_name, n) for n in list_models(task="segment")],
+            choices=[(f"{get_spec(n).display_name} ({get_spec(n).task})", n)
+                     for task in ("segment", "classify") for n in list_models(task=task)],
             value=model,
         )
         self.weights = ComboBox(label="weights", choices=self._weight_choices)
@@ -93,8 +96,14 @@ class InferenceWidget(Container):
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="status", value="idle")
+        self.head = ComboBox(label="attention head", choices=["mean"], value="mean", visible=False)
         self.extend([self.image, self.model, self.weights, self.checkpoint, self.weights_info, self.device,
-                     self.precision, self.run_button, self.cancel_button, self.status])
+                     self.precision, self.run_button, self.cancel_button, self.status, self.head])
+        self.chart = ProbabilityChart()
+        self.native.layout().addWidget(self.chart)
+        self.native.layout().addStretch(1)  # keep the form compact at the top of a tall dock
+        self.head.changed.connect(self._show_head)
+        self._attention_layers: dict[str, Layer] = {}
 
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(self.cancel)
@@ -249,15 +258,54 @@ class InferenceWidget(Container):
         tuples = prediction_layers(prediction, transform=transform,
                                    source_metadata=source.metadata if source is not None else None,
                                    source_name=source.name if source is not None else "")
+        self._attention_layers = {}
         for data, kwargs, layer_type in tuples:
-            self._add_or_update(data, kwargs, layer_type)
+            layer = self._add_or_update(data, kwargs, layer_type)
+            if layer_type == "image":
+                self._attention_layers[kwargs["metadata"][PREDICTION_KEY]["map"]] = layer
+        self._update_chart(prediction)
+        self._update_head_choices(prediction)
         secs = prediction.provenance.get("seconds", 0.0)
         self.status.value = f"done in {secs:.1f} s on {prediction.provenance.get('device')}"
         if not prediction.provenance.get("trained", False):
-            show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — the mask and "
-                         "attention maps show no learned content. Load a checkpoint to get real results.")
+            show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — its "
+                         "outputs show no learned content. Load a checkpoint to get real results.")
 
-    def _add_or_update(self, data: Any, kwargs: dict[str, Any], layer_type: str) -> None:
+    def _update_chart(self, prediction: Any) -> None:
+        if prediction.task != "classify":
+            self.chart.clear_chart()
+            return
+        index = (0,) * (prediction.probabilities.ndim - 1)  # volumes: the first slice's vector
+        untrained = "" if prediction.provenance.get("trained", False) else " (untrained weights)"
+        self.chart.set_probabilities(top_k(prediction, self.chart.k, index),
+                                     title=f"{get_spec(prediction.model_name).display_name}{untrained}")
+
+    def _update_head_choices(self, prediction: Any) -> None:
+        n_heads = {v.shape[-3] for v in prediction.attention_heads.values()}
+        if not n_heads:
+            self.head.visible = False
+            return
+        self.head.choices = ["mean", *(str(i + 1) for i in range(max(n_heads)))]
+        self.head.value = "mean"
+        self.head.visible = True
+
+    def _show_head(self, *_: Any) -> None:
+        """Show one attention head (or the head-mean) in the attention layers of the last run."""
+        prediction = self.last_prediction
+        if prediction is None:
+            return
+        for name, layer in self._attention_layers.items():
+            if layer not in self.viewer.layers:
+                continue
+            heads = prediction.attention_heads.get(name)
+            if self.head.value == "mean" or heads is None:
+                layer.data = prediction.attention[name]
+            else:
+                h = min(int(self.head.value), heads.shape[-3]) - 1
+                layer.data = heads[..., h, :, :]
+            layer.contrast_limits = (0.0, max(float(layer.data.max()), 1e-6))
+
+    def _add_or_update(self, data: Any, kwargs: dict[str, Any], layer_type: str) -> Layer:
         """Replace an earlier prediction layer of the same name unless the user edited it."""
         name = kwargs["name"]
         if name in self.viewer.layers:
@@ -267,8 +315,10 @@ class InferenceWidget(Container):
             if PREDICTION_KEY in old.metadata and not edited and old.data.shape == data.shape:
                 old.data = data
                 old.metadata = kwargs["metadata"]
-                return
-        self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
+                if "contrast_limits" in kwargs:
+                    old.contrast_limits = kwargs["contrast_limits"]
+                return old
+        return self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.value = f"failed: {exc}"

@@ -169,3 +169,35 @@ def test_plugins_menu_run_transfuse_starts_by_itself(make_napari_viewer, qtbot) 
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 4, timeout=120_000)
     wait_done(qtbot, widget)
     assert outputs(viewer)[0].data.shape == (96, 128)
+
+
+def test_crossvit_shows_probabilities_and_cls_attention_per_head(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    frame = np.random.default_rng(5).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    image = viewer.add_image(frame, rgb=True, scale=(0.5, 0.5), translate=(3.0, 4.0), name="frame")
+    widget = InferenceWidget(viewer, model="crossvit_tiny_test")
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+
+    layers = outputs(viewer)
+    assert len(layers) == 8 and all(isinstance(layer, Image) for layer in layers)
+    assert [layer.name for layer in layers if layer.visible] == ["CrossViT cross-attention block 3 S-CLS→L [untrained]"]
+    for layer in layers:
+        assert layer.data.shape == (96, 128)
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+        assert layer.metadata[PREDICTION_KEY]["top_class"]
+
+    chart = widget.chart.items
+    assert len(chart) == 5 and chart[0][1] >= chart[-1][1]
+    top = widget.last_prediction.probabilities.max()
+    assert abs(chart[0][1] - float(top)) < 1e-6
+
+    assert widget.head.choices == ("mean", "1", "2")
+    name = "cross-attention block 3 S-CLS→L"
+    layer = viewer.layers[f"CrossViT {name} [untrained]"]
+    widget.head.value = "2"
+    np.testing.assert_allclose(layer.data, widget.last_prediction.attention_heads[name][1])
+    widget.head.value = "mean"
+    np.testing.assert_allclose(layer.data, widget.last_prediction.attention[name])

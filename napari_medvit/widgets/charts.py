@@ -1,0 +1,47 @@
+"""pyqtgraph charts for the dock widgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyqtgraph as pg
+
+
+class ProbabilityChart(pg.PlotWidget):
+    """Horizontal bars of the top-k class probabilities, most probable on top."""
+
+    def __init__(self, parent=None, k: int = 5) -> None:
+        super().__init__(parent=parent, background=None)
+        self.k = k
+        self.setMinimumHeight(140)
+        self.setMaximumHeight(220)
+        self.setMouseEnabled(x=False, y=False)
+        self.hideButtons()
+        self.setXRange(0.0, 1.0, padding=0.02)
+        self.getPlotItem().setLabel("bottom", "probability")
+        self._bars: pg.BarGraphItem | None = None
+        self.items: list[tuple[str, float]] = []
+        self.hide()
+
+    def set_probabilities(self, items: Sequence[tuple[str, float]], title: str = "") -> None:
+        """Show ``items`` (name, probability), in the given order from the top."""
+        self.items = list(items)[: self.k]
+        if self._bars is not None:
+            self.removeItem(self._bars)
+        n = len(self.items)
+        ys = list(range(n - 1, -1, -1))  # first item on top
+        self._bars = pg.BarGraphItem(x0=[0] * n, y=ys, height=0.7, width=[p for _, p in self.items],
+                                     brush=pg.mkBrush(230, 120, 60, 200))
+        self.addItem(self._bars)
+        axis = self.getPlotItem().getAxis("left")
+        axis.setTicks([[(y, f"{name[:28]}  {p:.1%}") for y, (name, p) in zip(ys, self.items)]])
+        self.setYRange(-0.6, max(n - 0.4, 0.6), padding=0)
+        self.getPlotItem().setTitle(title)
+        self.show()
+
+    def clear_chart(self) -> None:
+        if self._bars is not None:
+            self.removeItem(self._bars)
+            self._bars = None
+        self.items = []
+        self.hide()
