@@ -114,6 +114,27 @@ _MODELS["crossvit_tiny_test"] = _crossvit(
 )
 
 
+def _timm_classifier(name: str, variant: str, display: str, description: str, size: int = 224,
+                     tags: tuple[str, ...] = (), **factory_args: Any) -> ModelSpec:
+    return ModelSpec(
+        name=name, module="napari_medvit.models.baselines", factory="create_timm_classifier", family="timm",
+        task="classify", dims=2, in_chans=3, class_names=(),
+        preprocessing={"resize": (size, size), "size_multiple": 1, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                       "color": "rgb"},
+        overlays=("class_probabilities",), display_name=display, description=description,
+        paper="baseline for the ViT-vs-CNN comparison of the seminar", tags=tags,
+        short_name=display.split(" ")[0], factory_args={"variant": variant, **factory_args},
+    )
+
+
+_MODELS.update({s.name: s for s in (
+    _timm_classifier("deit_small", "deit_small_patch16_224", "DeiT-S",
+                     "timm deit_small_patch16_224: ViT-S/16 trained the DeiT way, 22.1 M parameters"),
+    _timm_classifier("resnet34", "resnet34", "ResNet-34", "timm resnet34 classifier, 21.8 M parameters"),
+    _timm_classifier("resnet50", "resnet50", "ResNet-50", "timm resnet50 classifier, 25.6 M parameters"),
+)})
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
