@@ -74,12 +74,12 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     layers: list[LayerDataTuple] = []
     if prediction.task == "segment":
         provenance["labels_sha256"] = labels_digest(prediction.labels)
-        layers.append((
-            prediction.labels,
-            {"name": mask_layer_name(prediction), "opacity": 0.5,
-             "metadata": {**meta_entry, PREDICTION_KEY: provenance}, **transform},
-            "labels",
-        ))
+        labels_kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
+                                         "metadata": {**meta_entry, PREDICTION_KEY: provenance}, **transform}
+        if len(prediction.class_names) > 2:  # shown in the status bar on hover
+            labels_kwargs["features"] = {"index": list(range(len(prediction.class_names))),
+                                         "class": list(prediction.class_names)}
+        layers.append((prediction.labels, labels_kwargs, "labels"))
         names = sorted(
             (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),
             key=lambda k: -int(k.rsplit("/", 1)[1]),  # coarse (1/16) first: the finest ends on top

@@ -11,6 +11,8 @@ with plain callbacks (``progress=cb``, ``should_stop=cb``) for scripts and the C
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -53,7 +55,9 @@ class Progress:
 class Prediction:
     """Numpy-only result on the input image's grid.
 
-    segment: ``labels`` and ``probabilities`` have the spatial shape of the input.
+    segment: ``labels`` and ``probabilities`` have the spatial shape of the input; for binary
+    models ``probabilities`` is the foreground probability, for multi-class 3D models the
+    probability of the winning class (a confidence map).
     classify: ``probabilities`` is (*lead, K) and ``labels`` (*lead) where ``lead`` is the input's
     spatial shape without its last two axes (empty for a 2D image: one vector, one label).
     ``attention`` maps (head-mean) have the input's spatial shape.
@@ -106,7 +110,7 @@ class Predictor:
         spec: ModelSpec | None = getattr(model, "medvit_spec", None)
         if spec is None:
             raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
-        if spec.task not in ("segment", "classify") or spec.dims != 2:
+        if spec.task not in ("segment", "classify") or (spec.dims == 3 and spec.task != "segment"):
             raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -116,6 +120,8 @@ class Predictor:
         self._amp_dtype = autocast_dtype(precision)
         self.batch_size = batch_size
         self.resize = spec.preprocessing.get("resize") if resize == "model" else resize
+        if spec.dims == 3:
+            self.resize = None  # 3D models run by sliding window at the image's own grid
         if spec.task == "classify" and not self.resize:
             raise ValueError(f"{spec.name} is a classifier with a fixed input size: it needs resize")
         self.explainer = explainer
@@ -139,6 +145,8 @@ class Predictor:
                 progress(event)
 
     def predict_iter(self, image: np.ndarray, meta: ImageMeta | None = None) -> Generator[Progress, None, Prediction]:
+        if self.spec.dims == 3:
+            return (yield from self._predict_volume(np.asarray(image), meta))
         t0 = time.perf_counter()
         image = np.asarray(image)
         rgb = meta.rgb if meta is not None else (image.ndim == 3 and image.shape[-1] in (3, 4))
@@ -172,18 +180,6 @@ class Predictor:
             threshold = float(self.spec.preprocessing.get("threshold", 0.5))
             labels = (probs > threshold).astype(np.uint8).reshape(spatial)
             probs = probs.reshape(spatial)
-        info = getattr(self.model, "checkpoint_info", None)
-        provenance = {
-            "model": self.spec.name,
-            "weights": info.label if info else "unknown",
-            "trained": bool(info.trained) if info else False,
-            "checkpoint": info.source if info else "",
-            "checkpoint_sha256": info.file_sha256 if info else "",
-            "device": str(self.device),
-            "precision": self.precision,
-            "input_size": list(self.resize) if self.resize else "native",
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
         return Prediction(
             task=self.spec.task,
             model_name=self.spec.name,
@@ -193,7 +189,91 @@ class Predictor:
             attention_heads=heads,
             class_names=self.class_names,
             meta=meta,
-            provenance=provenance,
+            provenance=self._provenance(t0),
+        )
+
+    def _provenance(self, t0: float, **extra: Any) -> dict[str, Any]:
+        info = getattr(self.model, "checkpoint_info", None)
+        return {
+            "model": self.spec.name,
+            "weights": info.label if info else "unknown",
+            "trained": bool(info.trained) if info else False,
+            "checkpoint": info.source if info else "",
+            "checkpoint_sha256": info.file_sha256 if info else "",
+            "device": str(self.device),
+            "precision": self.precision,
+            "input_size": list(self.resize) if self.resize else "native",
+            "seconds": round(time.perf_counter() - t0, 3),
+            **extra,
+        }
+
+    def _predict_volume(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
+        """3D segmentation with MONAI's sliding_window_inference, run in a helper thread so that
+        each window is reported as progress and a closed generator stops it at the next window."""
+        from monai.inferers import sliding_window_inference
+
+        t0 = time.perf_counter()
+        if image.ndim != 3 or (meta is not None and meta.rgb):
+            raise ValueError(f"{self.spec.name} segments 3D single-channel volumes; got an array of shape {image.shape}")
+        if min(image.shape) < 2:
+            raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {image.shape}")
+        pre = self.spec.preprocessing
+        roi = tuple(int(r) for r in pre["roi_size"])
+        overlap = float(pre.get("overlap", 0.5))
+        yield Progress(0, 1, "preparing volume", time.perf_counter() - t0)
+        unit = scale_to_unit(image)
+        mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
+        x = torch.from_numpy((unit - mean) / std)[None, None]
+        total = _count_windows(image.shape, roi, overlap)
+
+        events: queue.Queue[int] = queue.Queue()
+        stop = threading.Event()
+        result: dict[str, Any] = {}
+        done = [0]
+
+        def network(window: torch.Tensor) -> torch.Tensor:
+            if stop.is_set():
+                raise Cancelled("prediction cancelled")
+            with self._autocast():  # no inference_mode: MONAI updates the window outputs in place
+                out = self.model(window).float()
+            done[0] += window.shape[0]
+            events.put(done[0])
+            return out
+
+        def run() -> None:
+            try:
+                with torch.no_grad():  # grad mode is per thread
+                    result["logits"] = sliding_window_inference(
+                        x, roi, int(pre.get("sw_batch_size", 1)), network, overlap=overlap,
+                        mode=pre.get("blend", "gaussian"), sw_device=self.device, device="cpu")
+            except BaseException as exc:  # handed to the generator's thread
+                result["error"] = exc
+            finally:
+                events.put(-1)
+
+        thread = threading.Thread(target=run, name="medvit-sliding-window", daemon=True)
+        thread.start()
+        try:
+            while True:
+                n = events.get()
+                if n < 0:
+                    break
+                yield Progress(min(n, total), max(total, n), f"{self.spec.display_name}: window", time.perf_counter() - t0)
+        finally:
+            stop.set()  # also when the consumer closed us early: stop at the next window
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        yield Progress(total, total, "post-processing", time.perf_counter() - t0)
+        labels, confidence = _argmax_in_slabs(result.pop("logits")[0])
+        return Prediction(
+            task="segment",
+            model_name=self.spec.name,
+            labels=labels,
+            probabilities=confidence,
+            class_names=self.class_names,
+            meta=meta,
+            provenance=self._provenance(t0, roi_size=list(roi), overlap=overlap, windows=done[0]),
         )
 
     # -- internals ------------------------------------------------------------------------------
@@ -262,6 +342,35 @@ class Predictor:
             for m in out.get(key, ()):
                 stride = padded[0] // m.shape[-2]
                 yield f"{kind} 1/{stride}", self._to_image(m, size, padded)[:, 0]
+
+
+def _count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
+    """Number of windows MONAI's sliding_window_inference visits (for progress only)."""
+    total = 1
+    for size, r in zip(shape, roi):
+        size = max(size, r)
+        step = max(int(r * (1 - overlap)), 1)
+        total *= 1 if size == r else -(-(size - r) // step) + 1
+    return total
+
+
+def _argmax_in_slabs(logits: torch.Tensor, slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and the winning class probability from (K, Z, Y, X) logits, a few slices at a time
+    (softmax of all classes over a whole volume at once would double the memory)."""
+    k, z = logits.shape[0], logits.shape[1]
+    labels = np.empty(logits.shape[1:], dtype=np.uint8 if k <= 255 else np.int32)
+    confidence = np.empty(logits.shape[1:], dtype=np.float32)
+    for start in range(0, z, slab):
+        part = logits[:, start:start + slab]
+        if k == 1:
+            p = torch.sigmoid(part[0])
+            labels[start:start + slab] = (p > 0.5).numpy()
+            confidence[start:start + slab] = torch.where(p > 0.5, p, 1 - p).numpy()
+        else:
+            p, idx = torch.softmax(part, dim=0).max(dim=0)
+            labels[start:start + slab] = idx.numpy()
+            confidence[start:start + slab] = p.numpy()
+    return labels, confidence
 
 
 def _class_names(model: torch.nn.Module, spec: ModelSpec) -> tuple[str, ...]:

@@ -135,6 +135,42 @@ _MODELS.update({s.name: s for s in (
 )})
 
 
+BTCV_CLASSES = (
+    "background", "spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach",
+    "aorta", "inferior vena cava", "portal and splenic veins", "pancreas", "right adrenal gland",
+    "left adrenal gland",
+)
+
+
+def _monai3d(name: str, factory: str, display: str, description: str, paper: str, tags: tuple[str, ...] = (),
+             roi: tuple[int, int, int] = (96, 96, 96), class_names: tuple[str, ...] = BTCV_CLASSES,
+             **factory_args: Any) -> ModelSpec:
+    return ModelSpec(
+        name=name, module="napari_medvit.models.monai_nets", factory=factory, family="monai3d",
+        task="segment", dims=3, in_chans=1, class_names=class_names,
+        preprocessing={"resize": None, "size_multiple": 32, "roi_size": roi, "overlap": 0.5, "sw_batch_size": 1,
+                       "blend": "gaussian", "intensity": "percentile", "mean": (0.0,), "std": (1.0,)},
+        overlays=("mask",), display_name=display, description=description, paper=paper, tags=tags,
+        short_name=display.split(" ")[0], factory_args=factory_args,
+    )
+
+
+_MODELS.update({s.name: s for s in (
+    _monai3d("swin_unetr", "swin_unetr", "Swin-UNETR",
+             "MONAI SwinUNETR, feature size 48, BTCV layout (1 -> 14 classes), sliding window 96^3",
+             "Hatamizadeh et al., Swin UNETR, BrainLes 2021"),
+    _monai3d("unetr", "unetr", "UNETR", "MONAI UNETR at 96^3, BTCV layout (1 -> 14 classes), sliding window 96^3",
+             "Hatamizadeh et al., UNETR: Transformers for 3D Medical Image Segmentation, WACV 2022"),
+    _monai3d("swin_unetr_tiny_test", "swin_unetr", "Swin-UNETR (tiny test config)",
+             "SwinUNETR with feature size 12 and 3 classes on 64^3 windows: for tests, not from the paper",
+             "", tags=("test",), roi=(64, 64, 64), class_names=("background", "class 1", "class 2"), feature_size=12, out_channels=3, depths=(1, 1, 1, 1)),
+    _monai3d("unetr_tiny_test", "unetr", "UNETR (tiny test config)",
+             "UNETR with hidden size 48 on 32^3 windows and 3 classes: for tests, not from the paper",
+             "", tags=("test",), roi=(32, 32, 32), class_names=("background", "class 1", "class 2"), img_size=(32, 32, 32), out_channels=3, feature_size=8,
+             hidden_size=48, mlp_dim=96, num_heads=4),
+)})
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]

@@ -201,3 +201,20 @@ def test_crossvit_shows_probabilities_and_cls_attention_per_head(make_napari_vie
     np.testing.assert_allclose(layer.data, widget.last_prediction.attention_heads[name][1])
     widget.head.value = "mean"
     np.testing.assert_allclose(layer.data, widget.last_prediction.attention[name])
+
+
+def test_3d_model_segments_a_volume_on_its_grid_with_class_names(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    vol = np.random.default_rng(6).normal(0, 1, (36, 40, 34)).astype(np.float32)
+    image = viewer.add_image(vol, scale=(2.0, 0.8, 0.8), translate=(-10.0, 5.0, 0.0), name="volume")
+    widget = InferenceWidget(viewer, model="unetr_tiny_test")
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    (mask,) = outputs(viewer)
+    assert isinstance(mask, Labels) and mask.name == "UNETR mask [untrained]"
+    assert mask.data.shape == vol.shape
+    np.testing.assert_allclose(mask.scale, image.scale)
+    np.testing.assert_allclose(mask.translate, image.translate)
+    assert list(mask.features["class"]) == ["background", "class 1", "class 2"]
+    assert mask.metadata[PREDICTION_KEY]["windows"] >= 8

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from napari_medvit.inference import Cancelled, Predictor
+from napari_medvit.inference.predictor import _count_windows
+from napari_medvit.models import create_model
+from napari_medvit.transforms import scale_to_unit
+
+
+@pytest.fixture(scope="module")
+def unetr_tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("unetr_tiny_test")
+
+
+def test_volume_segmentation_equals_monai_sliding_window(unetr_tiny) -> None:
+    vol = np.random.default_rng(0).normal(0, 1, (40, 50, 36)).astype(np.float32)
+    events = []
+    pred = Predictor(unetr_tiny, device="cpu").predict(vol, progress=events.append)
+    assert pred.labels.shape == vol.shape and pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == vol.shape
+    assert pred.class_names == ("background", "class 1", "class 2")
+
+    x = torch.from_numpy(scale_to_unit(vol))[None, None]
+    with torch.no_grad():
+        logits = sliding_window_inference(x, (32, 32, 32), 1, unetr_tiny, overlap=0.5, mode="gaussian")[0]
+    probs = torch.softmax(logits, 0)
+    np.testing.assert_array_equal(pred.labels, probs.argmax(0).numpy())
+    np.testing.assert_allclose(pred.probabilities, probs.max(0).values.numpy(), atol=1e-5)
+
+    windows = [e for e in events if "window" in e.message]
+    assert len(windows) == pred.provenance["windows"] == _count_windows(vol.shape, (32, 32, 32), 0.5)
+    assert [e.done for e in windows] == list(range(1, len(windows) + 1))
+    assert windows[-1].eta_s == 0.0
+
+
+def test_small_volumes_are_padded_to_the_window(unetr_tiny) -> None:
+    pred = Predictor(unetr_tiny, device="cpu").predict(np.zeros((8, 20, 12), np.float32))
+    assert pred.labels.shape == (8, 20, 12)
+
+
+def test_cancel_stops_the_window_thread(unetr_tiny) -> None:
+    vol = np.zeros((96, 96, 64), np.float32)
+    seen = {"n": 0}
+
+    def stop() -> bool:
+        seen["n"] += 1
+        return seen["n"] > 4
+
+    with pytest.raises(Cancelled):
+        Predictor(unetr_tiny, device="cpu").predict(vol, should_stop=stop)
+    assert not any(t.name == "medvit-sliding-window" for t in threading.enumerate())
+
+
+def test_swin_unetr_runs_and_rejects_2d_input() -> None:
+    model = create_model("swin_unetr_tiny_test")
+    pred = Predictor(model, device="cpu").predict(np.random.default_rng(1).normal(size=(64, 70, 64)).astype(np.float32))
+    assert pred.labels.shape == (64, 70, 64) and pred.labels.max() <= 2
+    with pytest.raises(ValueError, match="segments 3D single-channel volumes"):
+        Predictor(model, device="cpu").predict(np.zeros((64, 64), np.float32))
+
+
+@pytest.mark.parametrize(("name", "expected"), [("swin_unetr", 62_187_296), ("unetr", 92_802_478)])
+def test_reference_parameter_counts(name: str, expected: int) -> None:
+    assert sum(p.numel() for p in create_model(name).parameters()) == expected
+
+
+def test_swin_unetr_feature_size_24_and_bundles_that_still_pass_img_size() -> None:
+    model = create_model("swin_unetr", feature_size=24, img_size=96)  # MONAI < 1.5 bundles pass img_size
+    assert sum(p.numel() for p in model.parameters()) == 15_703_304
+    assert model.dropped_config == {"img_size": 96} and "img_size" not in model.config
