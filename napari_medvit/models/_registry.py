@@ -171,6 +171,31 @@ _MODELS.update({s.name: s for s in (
 )})
 
 
+_SMCA_PAPER = "Gao et al., Fast Convergence of DETR with Spatially Modulated Co-Attention, ICCV 2021"
+
+
+def _smca(name: str, factory: str, display: str, description: str, class_names: tuple[str, ...],
+          tags: tuple[str, ...] = (), size: tuple[int, int] = (384, 512)) -> ModelSpec:
+    return ModelSpec(
+        name=name, module="napari_medvit.models.smca_detr", factory=factory, family="smca_detr",
+        task="detect", dims=2, in_chans=3, class_names=class_names,
+        preprocessing={"resize": size, "size_multiple": 32, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                       "color": "rgb", "score_threshold": 0.3},
+        overlays=("boxes", "smca_gaussian"), display_name=display, description=description, paper=_SMCA_PAPER,
+        tags=tags, short_name="SMCA-DETR",
+    )
+
+
+_MODELS.update({s.name: s for s in (
+    _smca("smca_detr_r50", "smca_detr_r50", "SMCA-DETR R50",
+          "single-scale SMCA-DETR, ResNet-50, dynamic scale type3, 300 queries, 91 classes; 41.8 M parameters",
+          tuple(f"class {i}" for i in range(91))),
+    _smca("smca_detr_tiny", "smca_detr_tiny", "SMCA-DETR (tiny test config)",
+          "ResNet-18, width 32, 2+2 layers, 10 queries, 2 classes: for tests, not from the paper",
+          ("polyp", "other"), tags=("test",), size=(128, 160)),
+)})
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
