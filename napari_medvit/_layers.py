@@ -132,3 +132,77 @@ def top_k(prediction: Prediction, k: int = 5, index: tuple[int, ...] = ()) -> li
     order = np.argsort(p)[::-1][:k]
     names = prediction.class_names
     return [(names[i] if i < len(names) else f"class {i}", float(p[i])) for i in order]
+
+
+def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.ndarray], dict[str, list[Any]]]:
+    """Rectangles (4 corners, data coordinates) and features of the queries scoring >= threshold,
+    best first."""
+    scores = np.asarray(prediction.probabilities)
+    keep = [int(i) for i in np.argsort(scores)[::-1] if scores[i] >= threshold]
+    rects = []
+    for i in keep:
+        y0, x0, y1, x1 = (float(v) for v in prediction.boxes[i])
+        rects.append(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=np.float32))
+    names = prediction.class_names
+    features = {
+        "query": keep,
+        "class": [names[int(prediction.labels[i])] if int(prediction.labels[i]) < len(names) else str(prediction.labels[i])
+                  for i in keep],
+        "score": [float(scores[i]) for i in keep],
+    }
+    return rects, features
+
+
+def gaussian_map(prediction: Prediction, query: int, head: str | int = "mean", decoder_layer: int = -1) -> np.ndarray:
+    """SMCA's spatial prior G = exp(log G) of one query (one head or the mean over heads) on the
+    image grid, scaled to a maximum of 1."""
+    from napari_medvit.transforms import resize_map
+
+    log_g = prediction.extras["log_gaussians"][decoder_layer]  # (heads, Q, h, w)
+    g = np.exp(log_g[:, query])
+    g = g.mean(axis=0) if head == "mean" else g[int(head)]
+    g = g / max(float(g.max()), 1e-12)
+    return resize_map(g, tuple(int(v) for v in prediction.extras["image_shape"]))
+
+
+def detection_layers(prediction: Prediction, *, threshold: float, query: int, head: str | int = "mean",
+                     transform: dict[str, Any] | None = None, source_metadata: dict[str, Any] | None = None,
+                     source_name: str = "") -> list[LayerDataTuple]:
+    """A Shapes layer of the boxes above ``threshold`` (text: class and score) and an Image layer of
+    the chosen query's Gaussian prior, both on the source image's transform."""
+    transform = dict(transform or {})
+    meta_entry = {META_KEY: source_metadata[META_KEY]} if source_metadata and META_KEY in source_metadata else {}
+    untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
+    prefix = _prefix(prediction)
+    provenance = {**prediction.provenance, "source_layer": source_name}
+    rects, features = box_rectangles(prediction, threshold)
+    shapes = (
+        rects,
+        {
+            "name": f"{prefix} boxes{untrained}",
+            "ndim": 2,
+            "shape_type": "rectangle",
+            "edge_color": "yellow",
+            "face_color": "transparent",
+            "edge_width": 2,
+            "features": features,
+            "text": {"string": "{class} {score:.2f}", "color": "yellow", "anchor": "upper_left", "size": 10},
+            "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "threshold": threshold}},
+            **transform,
+        },
+        "shapes",
+    )
+    prior = (
+        gaussian_map(prediction, query, head),
+        {
+            "name": f"{prefix} Gaussian prior{untrained}",
+            "colormap": "magma",
+            "blending": "additive",
+            "opacity": 0.6,
+            "contrast_limits": (0.0, 1.0),
+            "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "query": int(query), "head": str(head)}},
+            **transform,
+        },
+        "image",
+    )
+    return [shapes, prior]

@@ -61,6 +61,8 @@ class Prediction:
     classify: ``probabilities`` is (*lead, K) and ``labels`` (*lead) where ``lead`` is the input's
     spatial shape without its last two axes (empty for a 2D image: one vector, one label).
     ``attention`` maps (head-mean) have the input's spatial shape.
+    detect: per query ``boxes`` (Q, 4), ``labels`` (Q,) best class and ``probabilities`` (Q,) its
+    score; ``extras["log_gaussians"]`` holds SMCA's spatial priors on the feature grid.
     """
 
     task: str
@@ -70,6 +72,8 @@ class Prediction:
     attention: dict[str, np.ndarray] = field(default_factory=dict)
     attention_heads: dict[str, np.ndarray] = field(default_factory=dict)  # (*lead, heads, H, W) per map
     class_names: tuple[str, ...] = ()
+    boxes: np.ndarray | None = None  # detect: (Q, 4) as (y0, x0, y1, x1) in pixels of the input
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
     meta: ImageMeta | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -110,7 +114,7 @@ class Predictor:
         spec: ModelSpec | None = getattr(model, "medvit_spec", None)
         if spec is None:
             raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
-        if spec.task not in ("segment", "classify") or (spec.dims == 3 and spec.task != "segment"):
+        if spec.task not in ("segment", "classify", "detect") or (spec.dims == 3 and spec.task != "segment"):
             raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -122,8 +126,8 @@ class Predictor:
         self.resize = spec.preprocessing.get("resize") if resize == "model" else resize
         if spec.dims == 3:
             self.resize = None  # 3D models run by sliding window at the image's own grid
-        if spec.task == "classify" and not self.resize:
-            raise ValueError(f"{spec.name} is a classifier with a fixed input size: it needs resize")
+        if spec.task in ("classify", "detect") and not self.resize:
+            raise ValueError(f"{spec.name} runs at a fixed input size: it needs resize")
         self.explainer = explainer
         self.model = model.to(self.device).eval()
         self.class_names = _class_names(model, spec)
@@ -147,6 +151,8 @@ class Predictor:
     def predict_iter(self, image: np.ndarray, meta: ImageMeta | None = None) -> Generator[Progress, None, Prediction]:
         if self.spec.dims == 3:
             return (yield from self._predict_volume(np.asarray(image), meta))
+        if self.spec.task == "detect":
+            return (yield from self._predict_boxes(np.asarray(image), meta))
         t0 = time.perf_counter()
         image = np.asarray(image)
         rgb = meta.rgb if meta is not None else (image.ndim == 3 and image.shape[-1] in (3, 4))
@@ -206,6 +212,45 @@ class Predictor:
             "seconds": round(time.perf_counter() - t0, 3),
             **extra,
         }
+
+    def _predict_boxes(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
+        """Detection on one 2D image: every query's box in pixel coordinates, its best class and score,
+        and the SMCA spatial priors (log G of every decoder layer, head and query on the stride-32 grid)."""
+        t0 = time.perf_counter()
+        rgb = meta.rgb if meta is not None else (image.ndim == 3 and image.shape[-1] in (3, 4))
+        spatial = image.shape[:-1] if rgb else image.shape
+        if len(spatial) != 2:
+            raise ValueError(f"{self.spec.name} detects in single 2D images; got an image of shape {image.shape}")
+        yield Progress(0, 1, "preparing image", time.perf_counter() - t0)
+        unit = scale_to_unit(image[..., :3] if rgb else image, rgb=rgb)
+        x = self._to_input(unit[None], rgb)
+        yield Progress(0, 1, f"running {self.spec.display_name}", time.perf_counter() - t0)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.forward_all(x)
+        yield Progress(1, 1, "post-processing", time.perf_counter() - t0)
+        k = len(self.class_names) or out["pred_logits"].shape[-1] - 1
+        probs = torch.sigmoid(out["pred_logits"][0, :, :k].float())  # focal-loss scores, no-object column dropped
+        scores, labels = probs.max(dim=-1)
+        cx, cy, bw, bh = out["pred_boxes"][0].float().unbind(-1)
+        h, w = spatial
+        boxes = torch.stack([(cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w], dim=-1)
+        log_g = torch.stack([g[0].float() for g in out.get("log_gaussians", [])]) if out.get("log_gaussians") else None
+        extras = {"image_shape": np.array(spatial)}
+        if "reference" in out:
+            extras["reference"] = out["reference"][0].float().cpu().numpy()  # normalised (cx, cy)
+        if log_g is not None:
+            extras["log_gaussians"] = log_g.cpu().numpy()  # (layers, heads, Q, h/32, w/32)
+        return Prediction(
+            task="detect",
+            model_name=self.spec.name,
+            labels=labels.cpu().numpy(),
+            probabilities=scores.cpu().numpy(),
+            boxes=boxes.cpu().numpy(),
+            extras=extras,
+            class_names=self.class_names,
+            meta=meta,
+            provenance=self._provenance(t0),
+        )
 
     def _predict_volume(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
         """3D segmentation with MONAI's sliding_window_inference, run in a helper thread so that

@@ -1,6 +1,6 @@
 """Array transforms shared by inference and training (numpy only)."""
 
 from napari_medvit.transforms.intensity import scale_to_unit, window
-from napari_medvit.transforms.spatial import crop_padding, pad_to_multiple
+from napari_medvit.transforms.spatial import crop_padding, pad_to_multiple, resize_map
 
-__all__ = ["crop_padding", "pad_to_multiple", "scale_to_unit", "window"]
+__all__ = ["crop_padding", "pad_to_multiple", "resize_map", "scale_to_unit", "window"]

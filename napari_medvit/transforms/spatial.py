@@ -19,3 +19,12 @@ def pad_to_multiple(image: np.ndarray, multiple: int, axes: tuple[int, ...]) -> 
 def crop_padding(array: np.ndarray, pads: tuple[tuple[int, int], ...]) -> np.ndarray:
     """Undo :func:`pad_to_multiple` on an array of the padded shape."""
     return array[tuple(slice(lo, array.shape[i] - hi) for i, (lo, hi) in enumerate(pads))]
+
+
+def resize_map(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resample a low-resolution map (e.g. a stride-32 feature grid) onto an image grid, linearly,
+    with cell centres on pixel centres (no corner alignment); float32."""
+    from skimage.transform import resize
+
+    return resize(np.asarray(values, dtype=np.float32), shape, order=1, mode="edge", anti_aliasing=False,
+                  preserve_range=True).astype(np.float32)

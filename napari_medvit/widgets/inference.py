@@ -15,13 +15,21 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, SpinBox
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_medvit._layers import PREDICTION_KEY, labels_digest, layer_transform, prediction_layers, top_k
+from napari_medvit._layers import (
+    PREDICTION_KEY,
+    box_rectangles,
+    detection_layers,
+    labels_digest,
+    layer_transform,
+    prediction_layers,
+    top_k,
+)
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
@@ -84,7 +92,7 @@ class InferenceWidget(Container):
         self.model = ComboBox(
             label="model",
             choices=[(f"{get_spec(n).display_name} ({get_spec(n).task})", n)
-                     for task in ("segment", "classify") for n in list_models(task=task)],
+                     for task in ("segment", "classify", "detect") for n in list_models(task=task)],
             value=model,
         )
         self.weights = ComboBox(label="weights", choices=self._weight_choices)
@@ -97,8 +105,16 @@ class InferenceWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="status", value="idle")
         self.head = ComboBox(label="attention head", choices=["mean"], value="mean", visible=False)
+        self.threshold = FloatSlider(label="score ≥", min=0.0, max=1.0, step=0.01, value=0.3, visible=False)
+        self.query = SpinBox(label="query (Gaussian)", min=0, max=0, value=0, visible=False,
+                             tooltip="the object query whose SMCA spatial prior is shown; or click its box")
         self.extend([self.image, self.model, self.weights, self.checkpoint, self.weights_info, self.device,
-                     self.precision, self.run_button, self.cancel_button, self.status, self.head])
+                     self.precision, self.run_button, self.cancel_button, self.status, self.head, self.threshold,
+                     self.query])
+        self.threshold.changed.connect(self._refresh_detection)
+        self.query.changed.connect(self._refresh_detection)
+        self._boxes_layer: Any = None
+        self._prior_layer: Any = None
         self.chart = ProbabilityChart()
         self.native.layout().addWidget(self.chart)
         self.native.layout().addStretch(1)  # keep the form compact at the top of a tall dock
@@ -255,7 +271,10 @@ class InferenceWidget(Container):
         self.last_prediction = prediction
         source = self._source
         transform = layer_transform(source) if source is not None else {}
-        tuples = prediction_layers(prediction, transform=transform,
+        self.threshold.visible = self.query.visible = prediction.task == "detect"
+        if prediction.task == "detect":
+            self._start_detection(prediction)
+        tuples = [] if prediction.task == "detect" else prediction_layers(prediction, transform=transform,
                                    source_metadata=source.metadata if source is not None else None,
                                    source_name=source.name if source is not None else "")
         self._attention_layers = {}
@@ -282,6 +301,8 @@ class InferenceWidget(Container):
 
     def _update_head_choices(self, prediction: Any) -> None:
         n_heads = {v.shape[-3] for v in prediction.attention_heads.values()}
+        if "log_gaussians" in prediction.extras:
+            n_heads = {prediction.extras["log_gaussians"].shape[1]}
         if not n_heads:
             self.head.visible = False
             return
@@ -289,10 +310,60 @@ class InferenceWidget(Container):
         self.head.value = "mean"
         self.head.visible = True
 
+    # -- detection ----------------------------------------------------------------------------
+    def _start_detection(self, prediction: Any) -> None:
+        self._boxes_layer = self._prior_layer = None
+        self.query.max = max(len(prediction.probabilities) - 1, 0)
+        with self.query.changed.blocked():
+            self.query.value = int(np.argmax(prediction.probabilities))
+        self._refresh_detection()
+
+    def _refresh_detection(self, *_: Any) -> None:
+        """(Re)draw the boxes above the score threshold and the chosen query's Gaussian prior."""
+        prediction = self.last_prediction
+        if prediction is None or prediction.task != "detect":
+            return
+        source = self._source
+        head = self.head.value if self.head.value == "mean" else int(self.head.value) - 1
+        (rects, shape_kwargs, _), (prior, prior_kwargs, _) = detection_layers(
+            prediction, threshold=float(self.threshold.value), query=int(self.query.value), head=head,
+            transform=layer_transform(source) if source is not None else {},
+            source_metadata=source.metadata if source is not None else None,
+            source_name=source.name if source is not None else "")
+        boxes = self._boxes_layer
+        if boxes is None or boxes not in self.viewer.layers:
+            boxes = self._boxes_layer = self.viewer.add_layer(Layer.create(rects, shape_kwargs, "shapes"))
+            boxes.events.highlight.connect(self._query_from_selection)
+        else:
+            _, features = box_rectangles(prediction, float(self.threshold.value))
+            boxes.data = rects
+            boxes.features = features
+            boxes.metadata = shape_kwargs["metadata"]
+        prior_layer = self._prior_layer
+        if prior_layer is None or prior_layer not in self.viewer.layers:
+            self._prior_layer = self.viewer.add_layer(Layer.create(prior, prior_kwargs, "image"))
+        else:
+            prior_layer.data = prior
+            prior_layer.metadata = prior_kwargs["metadata"]
+        self.viewer.layers.selection.active = self._boxes_layer
+
+    def _query_from_selection(self, *_: Any) -> None:
+        """Clicking a box shows the Gaussian prior of its query."""
+        boxes = self._boxes_layer
+        if boxes is None or len(boxes.selected_data) != 1:
+            return
+        index = next(iter(boxes.selected_data))
+        query = int(boxes.features["query"].iloc[index])
+        if query != self.query.value:
+            self.query.value = query
+
     def _show_head(self, *_: Any) -> None:
         """Show one attention head (or the head-mean) in the attention layers of the last run."""
         prediction = self.last_prediction
         if prediction is None:
+            return
+        if prediction.task == "detect":
+            self._refresh_detection()
             return
         for name, layer in self._attention_layers.items():
             if layer not in self.viewer.layers:

@@ -144,3 +144,25 @@ def test_classifier_on_a_volume_gives_one_vector_per_slice_and_imagenet_names() 
     assert pred.probabilities.shape == (3, 1000) and pred.labels.shape == (3,)
     assert len(pred.class_names) == 1000 and pred.class_names[0] != "class 0"
     assert pred.attention == {}  # no explainer given: no maps
+
+
+def test_detector_gives_boxes_in_pixels_and_gaussian_priors() -> None:
+    torch.manual_seed(0)
+    model = create_model("smca_detr_tiny")
+    frame = np.random.default_rng(8).integers(0, 255, (96, 120, 3), dtype=np.uint8)
+    pred = Predictor(model, device="cpu").predict(frame, ImageMeta.identity(2, rgb=True))
+    assert pred.task == "detect" and pred.boxes.shape == (10, 4)
+    assert pred.labels.shape == (10,) and set(pred.labels.tolist()) <= {0, 1}
+    assert pred.class_names == ("polyp", "other")
+    assert np.all((pred.probabilities > 0) & (pred.probabilities < 1))
+    # boxes are the normalised (cx, cy, w, h) of the model scaled to the 96x120 frame
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = torch.nn.functional.interpolate(x, size=(128, 160), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        cx, cy, w, h = model(x)["pred_boxes"][0].unbind(-1)
+    np.testing.assert_allclose(pred.boxes[:, 0], ((cy - h / 2) * 96).numpy(), atol=1e-3)
+    np.testing.assert_allclose(pred.boxes[:, 3], ((cx + w / 2) * 120).numpy(), atol=1e-3)
+    assert pred.extras["log_gaussians"].shape == (2, 4, 10, 4, 5)
+    with pytest.raises(ValueError, match="single 2D images"):
+        Predictor(model, device="cpu").predict(np.zeros((3, 64, 64), np.float32))

@@ -218,3 +218,42 @@ def test_3d_model_segments_a_volume_on_its_grid_with_class_names(make_napari_vie
     np.testing.assert_allclose(mask.translate, image.translate)
     assert list(mask.features["class"]) == ["background", "class 1", "class 2"]
     assert mask.metadata[PREDICTION_KEY]["windows"] >= 8
+
+
+def test_smca_detr_boxes_threshold_and_gaussian_of_the_clicked_query(make_napari_viewer, qtbot) -> None:
+    from napari.layers import Shapes
+
+    from napari_medvit._layers import gaussian_map
+
+    viewer = make_napari_viewer()
+    frame = np.random.default_rng(9).integers(0, 255, (96, 120, 3), dtype=np.uint8)
+    image = viewer.add_image(frame, rgb=True, scale=(0.5, 0.5), translate=(2.0, 1.0), name="frame")
+    widget = InferenceWidget(viewer, model="smca_detr_tiny")
+    widget.threshold.value = 0.0  # untrained scores are low: show every query
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    pred = widget.last_prediction
+
+    boxes = viewer.layers["SMCA-DETR boxes [untrained]"]
+    prior = viewer.layers["SMCA-DETR Gaussian prior [untrained]"]
+    assert isinstance(boxes, Shapes) and len(boxes.data) == 10
+    np.testing.assert_allclose(boxes.scale, image.scale)
+    np.testing.assert_allclose(prior.translate, image.translate)
+    best = int(np.argmax(pred.probabilities))
+    assert widget.query.value == best and int(boxes.features["query"].iloc[0]) == best
+    y0, x0, y1, x1 = pred.boxes[best]
+    np.testing.assert_allclose(boxes.data[0][0], [y0, x0], atol=1e-3)
+    assert prior.data.shape == (96, 120) and 0.95 < float(prior.data.max()) <= 1.0
+    np.testing.assert_allclose(prior.data, gaussian_map(pred, best))
+
+    widget.threshold.value = float(np.sort(pred.probabilities)[-3])  # keep the 3 best
+    assert len(boxes.data) == 3 and list(boxes.features["score"]) == sorted(boxes.features["score"], reverse=True)
+
+    other = int(boxes.features["query"].iloc[2])
+    boxes.selected_data = {2}  # the user clicks the third box
+    boxes.events.highlight()
+    assert widget.query.value == other
+    np.testing.assert_allclose(prior.data, gaussian_map(pred, other))
+    widget.head.value = "2"
+    np.testing.assert_allclose(prior.data, gaussian_map(pred, other, head=1))
