@@ -187,14 +187,20 @@ class Transformer(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    """torchvision ResNet with frozen BatchNorm, features of layer4 (stride 32), as DETR's ``body``."""
+    """torchvision ResNet, features of layer4 (stride 32), as DETR's ``body``.
 
-    def __init__(self, name: str = "resnet50") -> None:
+    BatchNorm is frozen as in the official code, which starts from ImageNet weights; a backbone
+    trained from scratch needs ``frozen_bn=False`` (frozen statistics of random weights let the
+    activations grow without bound).
+    """
+
+    def __init__(self, name: str = "resnet50", frozen_bn: bool = True) -> None:
         super().__init__()
         import torchvision
         from torchvision.ops.misc import FrozenBatchNorm2d
 
-        body = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        body = getattr(torchvision.models, name)(weights=None, norm_layer=norm)
         body.avgpool = nn.Identity()
         body.fc = nn.Identity()
         self.body = body
@@ -217,13 +223,13 @@ class SMCADETR(nn.Module):
     def __init__(self, num_classes: int = 91, num_queries: int = 300, d_model: int = 256, nhead: int = 8,
                  num_encoder_layers: int = 6, num_decoder_layers: int = 6, dim_feedforward: int = 2048,
                  dropout: float = 0.1, smooth: float = 8.0, dynamic_scale: str = "type3",
-                 backbone: str = "resnet50") -> None:
+                 backbone: str = "resnet50", frozen_bn: bool = True) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
             "num_classes": num_classes, "num_queries": num_queries, "d_model": d_model, "nhead": nhead,
             "num_encoder_layers": num_encoder_layers, "num_decoder_layers": num_decoder_layers,
             "dim_feedforward": dim_feedforward, "dropout": dropout, "smooth": smooth,
-            "dynamic_scale": dynamic_scale, "backbone": backbone,
+            "dynamic_scale": dynamic_scale, "backbone": backbone, "frozen_bn": frozen_bn,
         }
         self.num_classes = num_classes
         self.num_queries = num_queries
@@ -233,7 +239,7 @@ class SMCADETR(nn.Module):
         nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
         self.bbox_embed = MLP(d_model, d_model, 4, 3)
         self.query_embed = nn.Embedding(num_queries, d_model)
-        body = ResNetBackbone(backbone)
+        body = ResNetBackbone(backbone, frozen_bn)
         self.input_proj = nn.Conv2d(body.num_channels, d_model, kernel_size=1)
         self.backbone = nn.ModuleList([body])  # official Joiner: backbone.0.body.*
 
