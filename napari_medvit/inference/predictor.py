@@ -114,7 +114,9 @@ class Predictor:
         spec: ModelSpec | None = getattr(model, "medvit_spec", None)
         if spec is None:
             raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
-        if spec.task not in ("segment", "classify", "detect") or (spec.dims == 3 and spec.task != "segment"):
+        tabular = "tabular" in spec.preprocessing
+        if spec.task not in ("segment", "classify", "detect") or (spec.dims == 3 and spec.task == "detect") or (
+                spec.dims == 3 and spec.task == "classify" and not tabular):
             raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -126,7 +128,7 @@ class Predictor:
         self.resize = spec.preprocessing.get("resize") if resize == "model" else resize
         if spec.dims == 3:
             self.resize = None  # 3D models run by sliding window at the image's own grid
-        if spec.task in ("classify", "detect") and not self.resize:
+        if spec.dims == 2 and spec.task in ("classify", "detect") and not self.resize:
             raise ValueError(f"{spec.name} runs at a fixed input size: it needs resize")
         self.explainer = explainer
         self.model = model.to(self.device).eval()
@@ -135,8 +137,8 @@ class Predictor:
     # -- public ---------------------------------------------------------------------------------
     def predict(self, image: np.ndarray, meta: ImageMeta | None = None, *,
                 progress: Callable[[Progress], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Prediction:
-        gen = self.predict_iter(image, meta)
+                should_stop: Callable[[], bool] | None = None, tabular: Any = None) -> Prediction:
+        gen = self.predict_iter(image, meta, tabular=tabular)
         while True:
             if should_stop is not None and should_stop():
                 gen.close()
@@ -148,7 +150,12 @@ class Predictor:
             if progress is not None:
                 progress(event)
 
-    def predict_iter(self, image: np.ndarray, meta: ImageMeta | None = None) -> Generator[Progress, None, Prediction]:
+    def predict_iter(self, image: np.ndarray, meta: ImageMeta | None = None, *,
+                     tabular: Any = None) -> Generator[Progress, None, Prediction]:
+        """``tabular``: for image + tabular models (DAFT), a mapping feature name -> value (None
+        for missing) or a ready vector."""
+        if "tabular" in self.spec.preprocessing:
+            return (yield from self._predict_tabular(np.asarray(image), meta, tabular))
         if self.spec.dims == 3:
             return (yield from self._predict_volume(np.asarray(image), meta))
         if self.spec.task == "detect":
@@ -212,6 +219,67 @@ class Predictor:
             "seconds": round(time.perf_counter() - t0, 3),
             **extra,
         }
+
+    @property
+    def tabular_features(self) -> tuple[dict[str, Any], ...]:
+        """The tabular inputs: the checkpoint manifest's list if it has one, else the registry's."""
+        info = getattr(self.model, "checkpoint_info", None)
+        manifest = (info.manifest or {}) if info is not None else {}
+        return tuple(manifest.get("preprocessing", {}).get("tabular") or self.spec.preprocessing.get("tabular", ()))
+
+    def _tabular_input(self, tabular: Any) -> torch.Tensor:
+        from napari_medvit.transforms import tabular_vector
+
+        if tabular is None:
+            tabular = {}
+        vec = tabular_vector(self.tabular_features, tabular) if isinstance(tabular, dict) else np.asarray(
+            tabular, dtype=np.float32).reshape(-1)
+        n = getattr(self.model, "n_tabular", vec.size)
+        if vec.size != n:
+            raise ValueError(f"{self.spec.name} takes {n} tabular values, got {vec.size}")
+        return torch.from_numpy(vec)[None].to(self.device)
+
+    def _predict_tabular(self, image: np.ndarray, meta: ImageMeta | None, tabular: Any) -> Generator[Progress, None, Prediction]:
+        """Image + tabular classification (DAFT); the image features are kept for :meth:`retabulate`."""
+        t0 = time.perf_counter()
+        if image.ndim != 3 or (meta is not None and meta.rgb):
+            raise ValueError(f"{self.spec.name} takes a 3D single-channel volume; got an array of shape {image.shape}")
+        tab = self._tabular_input(tabular)
+        yield Progress(0, 2, "preparing volume", time.perf_counter() - t0)
+        size = tuple(self.spec.preprocessing.get("resize3d", image.shape))
+        x = torch.from_numpy(scale_to_unit(image))[None, None].to(self.device)
+        x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        yield Progress(1, 2, f"running {self.spec.display_name}", time.perf_counter() - t0)
+        with torch.inference_mode(), self._autocast():
+            self._image_features = self.model.image_features(x)
+        self._tabular_meta = meta
+        prediction = self.retabulate(tab)
+        prediction.provenance = self._provenance(t0)
+        return prediction
+
+    def retabulate(self, tabular: Any) -> Prediction:
+        """Re-run only the tabular-dependent part (the DAFT block and head) on the last image."""
+        features = getattr(self, "_image_features", None)
+        if features is None:
+            raise RuntimeError("retabulate needs a previous prediction on an image")
+        t0 = time.perf_counter()
+        tab = tabular if isinstance(tabular, torch.Tensor) else self._tabular_input(tabular)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.forward_from_features(features, tab)
+        probs = torch.softmax(out["logits"].float(), dim=-1)[0].cpu().numpy()
+        from napari_medvit.transforms import tabular_names
+
+        return Prediction(
+            task="classify",
+            model_name=self.spec.name,
+            labels=np.asarray(probs.argmax()),
+            probabilities=probs,
+            class_names=self.class_names,
+            meta=self._tabular_meta,
+            extras={"alpha": out["alpha"][0].float().cpu().numpy(), "beta": out["beta"][0].float().cpu().numpy(),
+                    "tabular": tab[0].float().cpu().numpy(), "tabular_names": np.array(tabular_names(self.tabular_features))},
+            provenance=self._provenance(t0),
+        )
 
     def _predict_boxes(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
         """Detection on one 2D image: every query's box in pixel coordinates, its best class and score,

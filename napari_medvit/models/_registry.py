@@ -196,6 +196,32 @@ _MODELS.update({s.name: s for s in (
 )})
 
 
+# The 14 tabular inputs of DAFT's ADNI experiments: 9 values and 5 missing-value indicators.
+ADNI_FEATURES: tuple[dict[str, Any], ...] = (
+    {"name": "age", "unit": "years", "default": 73.0},
+    {"name": "gender", "unit": "0 = female, 1 = male", "default": 0.0},
+    {"name": "education", "unit": "years", "default": 16.0},
+    {"name": "APOE4", "unit": "alleles (0-2)", "default": 0.0},
+    {"name": "ABETA", "unit": "pg/mL", "default": 1000.0, "missing": "ABETA_MISSING"},
+    {"name": "TAU", "unit": "pg/mL", "default": 250.0, "missing": "TAU_MISSING"},
+    {"name": "PTAU", "unit": "pg/mL", "default": 23.0, "missing": "PTAU_MISSING"},
+    {"name": "FDG", "unit": "SUVR", "default": 1.2, "missing": "FDG_MISSING"},
+    {"name": "AV45", "unit": "SUVR", "default": 1.1, "missing": "AV45_MISSING"},
+)
+
+_MODELS["daft"] = ModelSpec(
+    name="daft", module="napari_medvit.models.daft", factory="daft", family="daft", task="classify", dims=3,
+    in_chans=1, class_names=("CN", "MCI", "Dementia"),
+    preprocessing={"resize3d": (64, 64, 64), "intensity": "percentile", "tabular": ADNI_FEATURES},
+    overlays=("class_probabilities", "daft_affine"), display_name="DAFT",
+    description="3D ResNet (4 base filters) with the Dynamic Affine Feature Map Transform on 14 tabular "
+                "features (ADNI layout), 3 classes; 56,911 parameters",
+    paper="Pölsterl, Wolf, Wachinger, Combining 3D Image and Tabular Data via the Dynamic Affine Feature Map "
+          "Transform, MICCAI 2021",
+    short_name="DAFT",
+)
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]

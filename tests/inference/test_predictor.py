@@ -166,3 +166,35 @@ def test_detector_gives_boxes_in_pixels_and_gaussian_priors() -> None:
     assert pred.extras["log_gaussians"].shape == (2, 4, 10, 4, 5)
     with pytest.raises(ValueError, match="single 2D images"):
         Predictor(model, device="cpu").predict(np.zeros((3, 64, 64), np.float32))
+
+
+def test_daft_uses_image_and_tabular_and_reruns_only_the_cheap_part() -> None:
+    torch.manual_seed(0)
+    model = create_model("daft")
+    vol = np.random.default_rng(9).normal(100, 20, (40, 48, 44)).astype(np.float32)
+    predictor = Predictor(model, device="cpu")
+    values = {"age": 70.0, "APOE4": 1.0, "ABETA": None}
+    pred = predictor.predict(vol, tabular=values)
+    assert pred.class_names == ("CN", "MCI", "Dementia") and pred.probabilities.shape == (3,)
+    assert pred.extras["alpha"].shape == (32,) and pred.extras["beta"].shape == (32,)
+    assert list(pred.extras["tabular_names"][-5:]) == ["ABETA_MISSING", "TAU_MISSING", "PTAU_MISSING", "FDG_MISSING",
+                                                       "AV45_MISSING"]
+    assert pred.extras["tabular"][9] == 1.0  # ABETA missing flag
+    # the same as the full model on the resized, scaled volume
+    from napari_medvit.transforms import scale_to_unit, tabular_vector
+
+    x = torch.nn.functional.interpolate(torch.from_numpy(scale_to_unit(vol))[None, None], size=(64, 64, 64),
+                                        mode="trilinear", align_corners=False)
+    tab = torch.from_numpy(tabular_vector(predictor.tabular_features, values))[None]
+    with torch.no_grad():
+        expected = torch.softmax(model(x, tab), -1)[0].numpy()
+    np.testing.assert_allclose(pred.probabilities, expected, atol=1e-6)
+    # "what if age were 80?": only the DAFT block and the head run again
+    older = predictor.retabulate({**values, "age": 80.0})
+    tab80 = torch.from_numpy(tabular_vector(predictor.tabular_features, {**values, "age": 80.0}))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(older.probabilities, torch.softmax(model(x, tab80), -1)[0].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown tabular feature"):
+        predictor.retabulate({"weight": 3.0})
+    with pytest.raises(ValueError, match="'age' is required"):
+        predictor.retabulate({"age": None})
