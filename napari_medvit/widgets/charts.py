@@ -45,3 +45,41 @@ class ProbabilityChart(pg.PlotWidget):
             self._bars = None
         self.items = []
         self.hide()
+
+
+class AffinePlot(pg.PlotWidget):
+    """DAFT's per-channel scale (alpha) and shift (beta) for the current case."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent=parent, background=None)
+        self.setMinimumHeight(140)
+        self.setMaximumHeight(220)
+        self.hideButtons()
+        self.addLegend(offset=(5, 5))
+        self.getPlotItem().setLabel("bottom", "channel of the DAFT block")
+        self._items: list[pg.BarGraphItem] = []
+        self.alpha: list[float] = []
+        self.beta: list[float] = []
+        self.hide()
+
+    def set_affine(self, alpha: Sequence[float], beta: Sequence[float]) -> None:
+        for item in self._items:
+            self.removeItem(item)
+        self.alpha, self.beta = [float(a) for a in alpha], [float(b) for b in beta]
+        xs = list(range(len(self.alpha)))
+        self._items = [
+            pg.BarGraphItem(x=[x - 0.2 for x in xs], height=self.alpha, width=0.4, brush=pg.mkBrush(80, 160, 230, 220),
+                            name="scale α"),
+            pg.BarGraphItem(x=[x + 0.2 for x in xs], height=self.beta, width=0.4, brush=pg.mkBrush(230, 140, 60, 220),
+                            name="shift β"),
+        ]
+        for item in self._items:
+            self.addItem(item)
+        self.getPlotItem().setTitle("DAFT affine transform")
+        self.show()
+
+    def clear_plot(self) -> None:
+        for item in self._items:
+            self.removeItem(item)
+        self._items = []
+        self.hide()

@@ -33,7 +33,8 @@ from napari_medvit._layers import (
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
-from napari_medvit.widgets.charts import ProbabilityChart
+from napari_medvit.widgets.charts import AffinePlot, ProbabilityChart
+from napari_medvit.widgets.tabular import TabularPanel
 
 _NO_CHECKPOINT = Path(".")
 _UNTRAINED = "untrained (random initialisation)"
@@ -59,8 +60,8 @@ def _prewarm() -> None:
     import timm  # noqa: F401  (imports torch and torchvision too)
 
 
-def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
-             meta: ImageMeta) -> Generator[Any, None, tuple[Any, Any]]:
+def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
+             tabular: dict[str, float | None] | None = None) -> Generator[Any, None, tuple[Any, Any]]:
     """Worker body: build the model if needed, then yield the predictor's progress events."""
     from napari_medvit.explain import explainer_for
     from napari_medvit.inference import Predictor, Progress
@@ -71,7 +72,7 @@ def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray,
         yield Progress(0, 1, f"building {get_spec(name).display_name}", 0.0)
         model = create_model(name, checkpoint=checkpoint or None)
         predictor = Predictor(model, device=device, precision=precision, explainer=explainer_for(model.medvit_spec))
-    prediction = yield from predictor.predict_iter(data, meta)
+    prediction = yield from predictor.predict_iter(data, meta, tabular=tabular)
     return predictor, prediction
 
 
@@ -117,6 +118,10 @@ class InferenceWidget(Container):
         self._prior_layer: Any = None
         self.chart = ProbabilityChart()
         self.native.layout().addWidget(self.chart)
+        self.affine_plot = AffinePlot()
+        self.native.layout().addWidget(self.affine_plot)
+        self.tabular: TabularPanel | None = None
+        self.model.changed.connect(self._update_tabular_panel)
         self.native.layout().addStretch(1)  # keep the form compact at the top of a tall dock
         self.head.changed.connect(self._show_head)
         self._attention_layers: dict[str, Layer] = {}
@@ -131,6 +136,7 @@ class InferenceWidget(Container):
             event.connect(self._refresh_images)
         napari_viewer.layers.selection.events.active.connect(self._follow_selection)
         self._update_weights_info()
+        self._update_tabular_panel()
         self._refresh_images()
         self._follow_selection()
         self.prewarm_worker = create_worker(_prewarm, _connect={"errored": lambda exc: None})
@@ -216,7 +222,7 @@ class InferenceWidget(Container):
         self.status.value = f"starting {get_spec(key[0]).display_name} on {layer.name}"
         self._set_running(True)
         self._pbar = napari_progress(total=0, desc=f"MedViT {get_spec(key[0]).display_name}")
-        gen = _compute(predictor, key, data, meta)
+        gen = _compute(predictor, key, data, meta, self.tabular.values() if self.tabular is not None else None)
         if os.environ.get("MEDVIT_SYNC"):
             return self._run_sync(gen, key)
         # Passing "errored" here replaces superqt's default, which re-raises in the main thread.
@@ -290,7 +296,39 @@ class InferenceWidget(Container):
             show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — its "
                          "outputs show no learned content. Load a checkpoint to get real results.")
 
+    # -- tabular inputs (DAFT) -------------------------------------------------------------------
+    def _update_tabular_panel(self, *_: Any) -> None:
+        """Show a panel of tabular fields when the chosen model takes tabular data."""
+        features = get_spec(self.model.value).preprocessing.get("tabular")
+        if self.tabular is not None:
+            self.remove(self.tabular)
+            self.tabular = None
+        if features:
+            self.tabular = TabularPanel(features)
+            self.insert(self.index(self.run_button), self.tabular)
+            self.tabular.changed.connect(self._retabulate)
+
+    def _retabulate(self, *_: Any) -> None:
+        """A tabular value changed: re-run only DAFT's cheap part on the last image ("what if age were 80?")."""
+        prediction, predictor = self.last_prediction, self.predictor
+        if (self.tabular is None or prediction is None or predictor is None or self.running
+                or "alpha" not in prediction.extras or prediction.model_name != self.model.value):
+            return
+        try:
+            new = predictor.retabulate(self.tabular.values())
+        except ValueError as exc:
+            self.status.value = f"tabular input: {exc}"
+            return
+        new.provenance = {**prediction.provenance, "seconds": new.provenance["seconds"]}
+        self.last_prediction = new
+        self._update_chart(new)
+        self.status.value = f"updated from the tabular values in {1000 * new.provenance['seconds']:.0f} ms"
+
     def _update_chart(self, prediction: Any) -> None:
+        if "alpha" in prediction.extras:
+            self.affine_plot.set_affine(prediction.extras["alpha"], prediction.extras["beta"])
+        else:
+            self.affine_plot.clear_plot()
         if prediction.task != "classify":
             self.chart.clear_chart()
             return

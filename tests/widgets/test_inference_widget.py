@@ -257,3 +257,41 @@ def test_smca_detr_boxes_threshold_and_gaussian_of_the_clicked_query(make_napari
     np.testing.assert_allclose(prior.data, gaussian_map(pred, other))
     widget.head.value = "2"
     np.testing.assert_allclose(prior.data, gaussian_map(pred, other, head=1))
+
+
+def test_daft_tabular_panel_what_if_and_csv_row(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    vol = np.random.default_rng(10).normal(100, 20, (30, 36, 32)).astype(np.float32)
+    image = viewer.add_image(vol, name="T1")
+    widget = InferenceWidget(viewer, model="daft")
+    panel = widget.tabular
+    assert panel is not None and len(panel.fields) == 9 and len(panel.missing) == 5
+    panel.fields["age"].value = 70.0
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    first = widget.last_prediction
+    assert [name for name, _ in widget.chart.items] and len(widget.chart.items) == 3
+    assert len(widget.affine_plot.alpha) == 32
+
+    predictor = widget.predictor
+    panel.fields["age"].value = 95.0  # "what if the patient were 95?": no new worker, the model is reused
+    assert not widget.running and widget.predictor is predictor
+    assert widget.status.value.startswith("updated from the tabular values")
+    expected = predictor.retabulate(panel.values()).probabilities
+    np.testing.assert_allclose(widget.last_prediction.probabilities, expected)
+    assert not np.allclose(widget.last_prediction.extras["tabular"], first.extras["tabular"])
+
+    csv_path = tmp_path / "cases.csv"
+    csv_path.write_text("id,age,APOE4,TAU\ncase-1,64,2,NA\ncase-2,81,0,300\n")
+    panel.csv_file.value = csv_path
+    panel.csv_row.value = 0
+    panel.load_csv_row()
+    assert panel.fields["age"].value == 64.0 and panel.fields["APOE4"].value == 2.0 and panel.missing["TAU"].value
+    assert "loaded 3 of 9 features" in panel.message.value
+    panel.csv_row.value = 7
+    panel.load_csv_row()
+    assert "row 7 does not exist" in panel.message.value
+
+    widget.model.value = "transfuse_tiny"
+    assert widget.tabular is None and widget.affine_plot.alpha  # the panel goes with the model
