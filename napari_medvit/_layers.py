@@ -76,7 +76,7 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
         provenance["labels_sha256"] = labels_digest(prediction.labels)
         labels_kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
                                          "metadata": {**meta_entry, PREDICTION_KEY: provenance}, **transform}
-        if len(prediction.class_names) > 2:  # shown in the status bar on hover
+        if prediction.class_names:  # shown in the status bar on hover
             labels_kwargs["features"] = {"index": list(range(len(prediction.class_names))),
                                          "class": list(prediction.class_names)}
         layers.append((prediction.labels, labels_kwargs, "labels"))

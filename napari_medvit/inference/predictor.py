@@ -326,18 +326,26 @@ class Predictor:
         from monai.inferers import sliding_window_inference
 
         t0 = time.perf_counter()
-        if image.ndim != 3 or (meta is not None and meta.rgb):
+        channels = self.spec.in_chans
+        if meta is not None and meta.rgb:
+            raise ValueError(f"{self.spec.name} segments 3D volumes, not RGB images")
+        if channels == 1 and image.ndim != 3:
             raise ValueError(f"{self.spec.name} segments 3D single-channel volumes; got an array of shape {image.shape}")
-        if min(image.shape) < 2:
-            raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {image.shape}")
+        if channels > 1 and (image.ndim != 4 or image.shape[0] != channels):
+            raise ValueError(f"{self.spec.name} takes {channels} co-registered volumes stacked as (channel, z, y, x); "
+                             f"got an array of shape {image.shape}")
+        spatial = image.shape[-3:]
+        if min(spatial) < 2:
+            raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {spatial}")
         pre = self.spec.preprocessing
         roi = tuple(int(r) for r in pre["roi_size"])
         overlap = float(pre.get("overlap", 0.5))
         yield Progress(0, 1, "preparing volume", time.perf_counter() - t0)
-        unit = scale_to_unit(image)
+        # each channel (modality) is scaled on its own intensity distribution
+        unit = scale_to_unit(image)[None] if channels == 1 else np.stack([scale_to_unit(c) for c in image])
         mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
-        x = torch.from_numpy((unit - mean) / std)[None, None]
-        total = _count_windows(image.shape, roi, overlap)
+        x = torch.from_numpy((unit - mean) / std)[None]
+        total = _count_windows(spatial, roi, overlap)
 
         events: queue.Queue[int] = queue.Queue()
         stop = threading.Event()

@@ -144,10 +144,10 @@ BTCV_CLASSES = (
 
 def _monai3d(name: str, factory: str, display: str, description: str, paper: str, tags: tuple[str, ...] = (),
              roi: tuple[int, int, int] = (96, 96, 96), class_names: tuple[str, ...] = BTCV_CLASSES,
-             **factory_args: Any) -> ModelSpec:
+             in_chans: int = 1, **factory_args: Any) -> ModelSpec:
     return ModelSpec(
         name=name, module="napari_medvit.models.monai_nets", factory=factory, family="monai3d",
-        task="segment", dims=3, in_chans=1, class_names=class_names,
+        task="segment", dims=3, in_chans=in_chans, class_names=class_names,
         preprocessing={"resize": None, "size_multiple": 32, "roi_size": roi, "overlap": 0.5, "sw_batch_size": 1,
                        "blend": "gaussian", "intensity": "percentile", "mean": (0.0,), "std": (1.0,)},
         overlays=("mask",), display_name=display, description=description, paper=paper, tags=tags,
@@ -219,6 +219,29 @@ _MODELS["daft"] = ModelSpec(
     paper="Pölsterl, Wolf, Wachinger, Combining 3D Image and Tabular Data via the Dynamic Affine Feature Map "
           "Transform, MICCAI 2021",
     short_name="DAFT",
+)
+
+
+WMH_CLASSES = ("background", "white-matter hyperintensity")
+
+_MODELS.update({s.name: s for s in (
+    _monai3d("vosht", "swin_unetr", "VoSHT (approximation)",
+             "APPROXIMATION of VoSHT (Farkhani et al., CMPB 2024), whose code and architecture are not public: a "
+             "Swin-transformer encoder-decoder (MONAI SwinUNETR, feature size 24) over FLAIR + T1, 2 classes",
+             "Farkhani et al., End-to-end Volumetric Segmentation of White Matter Hyperintensities, CMPB 245:108008, "
+             "2024 (approximated)", class_names=WMH_CLASSES, in_chans=2, in_channels=2, out_channels=2,
+             feature_size=24),
+    _monai3d("unet3d", "unet", "U-Net 3D", "MONAI residual U-Net 3D (16-256 channels), WMH layout FLAIR + T1 -> 2 "
+             "classes: the CNN baseline", "Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)",
+             class_names=WMH_CLASSES, in_chans=2, spatial_dims=3, in_channels=2, out_channels=2),
+)})
+_MODELS["unet2d"] = ModelSpec(
+    name="unet2d", module="napari_medvit.models.monai_nets", factory="unet", family="monai2d", task="segment", dims=2,
+    in_chans=3, class_names=("background", "lesion"),
+    preprocessing={**_TRANSFUSE_PRE}, overlays=("mask",), display_name="U-Net 2D",
+    description="MONAI residual U-Net 2D (16-256 channels), RGB frame -> binary mask: the CNN baseline to TransFuse",
+    paper="Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)", short_name="U-Net",
+    factory_args={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
 )
 
 

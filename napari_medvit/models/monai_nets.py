@@ -46,3 +46,16 @@ def unetr(in_channels: int = 1, out_channels: int = 14, img_size: Any = (96, 96,
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """MONAI bundles save plain state_dicts; strip DataParallel/DDP ``module.`` prefixes."""
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def unet(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+         channels: tuple[int, ...] = (16, 32, 64, 128, 256), strides: tuple[int, ...] = (2, 2, 2, 2),
+         num_res_units: int = 2, **config: Any) -> nn.Module:
+    """MONAI's residual U-Net (the CNN baseline of the ViT-vs-CNN comparison), 2D or 3D."""
+    from monai.networks.nets import UNet
+
+    model = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                 channels=tuple(channels), strides=tuple(strides), num_res_units=num_res_units, **config)
+    model.config = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
+                    "channels": list(channels), "strides": list(strides), "num_res_units": num_res_units, **config}
+    return model

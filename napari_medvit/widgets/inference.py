@@ -122,6 +122,8 @@ class InferenceWidget(Container):
         self.native.layout().addWidget(self.affine_plot)
         self.tabular: TabularPanel | None = None
         self.model.changed.connect(self._update_tabular_panel)
+        self.channels: list[ComboBox] = []  # further co-registered modalities for multi-channel models
+        self.model.changed.connect(self._update_channel_inputs)
         self.native.layout().addStretch(1)  # keep the form compact at the top of a tall dock
         self.head.changed.connect(self._show_head)
         self._attention_layers: dict[str, Layer] = {}
@@ -137,6 +139,7 @@ class InferenceWidget(Container):
         napari_viewer.layers.selection.events.active.connect(self._follow_selection)
         self._update_weights_info()
         self._update_tabular_panel()
+        self._update_channel_inputs()
         self._refresh_images()
         self._follow_selection()
         self.prewarm_worker = create_worker(_prewarm, _connect={"errored": lambda exc: None})
@@ -153,6 +156,8 @@ class InferenceWidget(Container):
 
     def _refresh_images(self, *_: Any) -> None:
         self.image.reset_choices()
+        for combo in getattr(self, "channels", []):
+            combo.reset_choices()
         if self.image.value is None and self.image.choices:
             self._follow_selection()
 
@@ -217,6 +222,14 @@ class InferenceWidget(Container):
         key = (self.model.value, self._checkpoint_path(), self.device.value, self.precision.value)
         predictor = self.predictor if key == self._predictor_key else None
         data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        spec = get_spec(key[0])
+        if spec.dims == 3 and spec.in_chans > 1:
+            try:
+                data = self._stack_channels(layer, data)
+            except ValueError as exc:
+                show_warning(f"MedViT: {exc}")
+                self.status.value = str(exc)
+                return None
         meta = _image_meta(layer)
         self._source = layer
         self.status.value = f"starting {get_spec(key[0]).display_name} on {layer.name}"
@@ -295,6 +308,34 @@ class InferenceWidget(Container):
         if not prediction.provenance.get("trained", False):
             show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — its "
                          "outputs show no learned content. Load a checkpoint to get real results.")
+
+    # -- multi-channel inputs (FLAIR + T1) -------------------------------------------------------
+    def _update_channel_inputs(self, *_: Any) -> None:
+        spec = get_spec(self.model.value)
+        wanted = spec.in_chans - 1 if spec.dims == 3 else 0
+        while len(self.channels) > wanted:
+            self.remove(self.channels.pop())
+        while len(self.channels) < wanted:
+            combo = ComboBox(label=f"channel {len(self.channels) + 2}", choices=self._image_choices, nullable=True,
+                             tooltip="a co-registered volume of another modality (e.g. T1 beside FLAIR), same shape")
+            self.insert(self.index(self.image) + 1 + len(self.channels), combo)
+            self.channels.append(combo)
+        self.image.label = "channel 1" if wanted else "image"
+
+    def _stack_channels(self, first: Image, data: np.ndarray) -> np.ndarray:
+        """(channel, z, y, x) from the chosen layers; a missing or mis-shaped modality is an error."""
+        volumes = [data]
+        for combo in self.channels:
+            layer = combo.value
+            if layer is None:
+                raise ValueError(f"{get_spec(self.model.value).display_name} needs {len(self.channels) + 1} "
+                                 f"co-registered volumes: choose one for '{combo.label}'")
+            vol = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+            if vol.shape != data.shape:
+                raise ValueError(f"'{layer.name}' has shape {vol.shape} but '{first.name}' has {data.shape}: "
+                                 "the modalities must be co-registered on one grid")
+            volumes.append(vol)
+        return np.stack(volumes)
 
     # -- tabular inputs (DAFT) -------------------------------------------------------------------
     def _update_tabular_panel(self, *_: Any) -> None:

@@ -75,3 +75,27 @@ def test_swin_unetr_feature_size_24_and_bundles_that_still_pass_img_size() -> No
     model = create_model("swin_unetr", feature_size=24, img_size=96)  # MONAI < 1.5 bundles pass img_size
     assert sum(p.numel() for p in model.parameters()) == 15_703_304
     assert model.dropped_config == {"img_size": 96} and "img_size" not in model.config
+
+
+def test_two_channel_models_take_stacked_modalities_scaled_per_channel() -> None:
+    torch.manual_seed(0)
+    model = create_model("unet3d", channels=(4, 8), strides=(2,), num_res_units=1)
+    flair = np.random.default_rng(2).normal(300, 50, (20, 24, 22)).astype(np.float32)
+    t1 = np.random.default_rng(3).normal(0.5, 0.1, (20, 24, 22)).astype(np.float32)
+    pred = Predictor(model, device="cpu").predict(np.stack([flair, t1]))
+    assert pred.labels.shape == (20, 24, 22)
+    assert pred.class_names == ("background", "white-matter hyperintensity")
+    x = torch.from_numpy(np.stack([scale_to_unit(flair), scale_to_unit(t1)]))[None]
+    with torch.no_grad():
+        logits = sliding_window_inference(x, (96, 96, 96), 1, model, overlap=0.5, mode="gaussian")[0]
+    np.testing.assert_array_equal(pred.labels, logits.argmax(0).numpy())
+    with pytest.raises(ValueError, match=r"takes 2 co-registered volumes stacked as \(channel, z, y, x\)"):
+        Predictor(model, device="cpu").predict(flair)
+
+
+def test_vosht_is_labelled_an_approximation() -> None:
+    from napari_medvit.models import get_spec
+
+    spec = get_spec("vosht")
+    assert "approximation" in spec.display_name.lower() and spec.description.startswith("APPROXIMATION")
+    assert spec.in_chans == 2

@@ -295,3 +295,36 @@ def test_daft_tabular_panel_what_if_and_csv_row(make_napari_viewer, qtbot, tmp_p
 
     widget.model.value = "transfuse_tiny"
     assert widget.tabular is None and widget.affine_plot.alpha  # the panel goes with the model
+
+
+def test_two_modalities_from_two_layers(make_napari_viewer, qtbot, monkeypatch) -> None:
+    from napari_medvit.models import _registry
+
+    # a small U-Net 3D in the registry's WMH layout (FLAIR + T1 -> 2 classes) keeps the test fast
+    spec = _registry.get_spec("unet3d")
+    small = type(spec)(**{**spec.__dict__, "name": "unet3d_small",
+                          "factory_args": {**spec.factory_args, "channels": (4, 8), "strides": (2,)},
+                          "preprocessing": {**spec.preprocessing, "roi_size": (32, 32, 32)}})
+    monkeypatch.setitem(_registry._MODELS, "unet3d_small", small)
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(11)
+    flair = viewer.add_image(rng.normal(300, 40, (20, 30, 26)).astype(np.float32), name="FLAIR", scale=(3, 1, 1))
+    t1 = viewer.add_image(rng.normal(1, 0.2, (20, 30, 26)).astype(np.float32), name="T1", scale=(3, 1, 1))
+    other = viewer.add_image(np.zeros((5, 5, 5), np.float32), name="other")
+    widget = InferenceWidget(viewer, model="unet3d_small")
+    assert len(widget.channels) == 1 and widget.image.label == "channel 1"
+
+    widget.channels[0].value = other
+    assert widget.run(layer=flair) is None and "must be co-registered" in widget.status.value
+
+    widget.channels[0].value = t1
+    widget.run(layer=flair)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    (mask,) = outputs(viewer)
+    assert mask.data.shape == (20, 30, 26) and list(mask.features["class"]) == ["background", "white-matter hyperintensity"]
+    np.testing.assert_allclose(mask.scale, flair.scale)
+
+    widget.model.value = "transfuse_tiny"
+    assert widget.channels == [] and widget.image.label == "image"
