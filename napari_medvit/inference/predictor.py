@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import ImageMeta
 from napari_medvit.models._registry import ModelSpec
-from napari_medvit.transforms import scale_to_unit
+from napari_medvit.transforms import scale_intensity_range, scale_to_unit
+from napari_medvit.transforms.spatial import from_model_grid, to_model_grid
 
 
 class Cancelled(RuntimeError):
@@ -121,6 +122,10 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.spec = spec
+        info = getattr(model, "checkpoint_info", None)
+        manifest_pre = ((info.manifest or {}).get("preprocessing") or {}) if info is not None else {}
+        # a checkpoint's own preprocessing (e.g. a MONAI bundle's window and spacing) wins over the registry's
+        self.pre: dict[str, Any] = {**spec.preprocessing, **manifest_pre}
         self.device = resolve_device(device)
         self.precision = precision
         self._amp_dtype = autocast_dtype(precision)
@@ -154,7 +159,7 @@ class Predictor:
                      tabular: Any = None) -> Generator[Progress, None, Prediction]:
         """``tabular``: for image + tabular models (DAFT), a mapping feature name -> value (None
         for missing) or a ready vector."""
-        if "tabular" in self.spec.preprocessing:
+        if "tabular" in self.pre:
             return (yield from self._predict_tabular(np.asarray(image), meta, tabular))
         if self.spec.dims == 3:
             return (yield from self._predict_volume(np.asarray(image), meta))
@@ -190,7 +195,7 @@ class Predictor:
             labels = probs.argmax(axis=-1).reshape(lead)
             probs = probs.reshape(*lead, probs.shape[-1])
         else:
-            threshold = float(self.spec.preprocessing.get("threshold", 0.5))
+            threshold = float(self.pre.get("threshold", 0.5))
             labels = (probs > threshold).astype(np.uint8).reshape(spatial)
             probs = probs.reshape(spatial)
         return Prediction(
@@ -225,7 +230,7 @@ class Predictor:
         """The tabular inputs: the checkpoint manifest's list if it has one, else the registry's."""
         info = getattr(self.model, "checkpoint_info", None)
         manifest = (info.manifest or {}) if info is not None else {}
-        return tuple(manifest.get("preprocessing", {}).get("tabular") or self.spec.preprocessing.get("tabular", ()))
+        return tuple(manifest.get("preprocessing", {}).get("tabular") or self.pre.get("tabular", ()))
 
     def _tabular_input(self, tabular: Any) -> torch.Tensor:
         from napari_medvit.transforms import tabular_vector
@@ -246,7 +251,7 @@ class Predictor:
             raise ValueError(f"{self.spec.name} takes a 3D single-channel volume; got an array of shape {image.shape}")
         tab = self._tabular_input(tabular)
         yield Progress(0, 2, "preparing volume", time.perf_counter() - t0)
-        size = tuple(self.spec.preprocessing.get("resize3d", image.shape))
+        size = tuple(self.pre.get("resize3d", image.shape))
         x = torch.from_numpy(scale_to_unit(image))[None, None].to(self.device)
         x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
         yield Progress(1, 2, f"running {self.spec.display_name}", time.perf_counter() - t0)
@@ -337,12 +342,21 @@ class Predictor:
         spatial = image.shape[-3:]
         if min(spatial) < 2:
             raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {spatial}")
-        pre = self.spec.preprocessing
+        pre = self.pre
         roi = tuple(int(r) for r in pre["roi_size"])
         overlap = float(pre.get("overlap", 0.5))
         yield Progress(0, 1, "preparing volume", time.perf_counter() - t0)
-        # each channel (modality) is scaled on its own intensity distribution
-        unit = scale_to_unit(image)[None] if channels == 1 else np.stack([scale_to_unit(c) for c in image])
+        undo = None
+        if meta is not None and (pre.get("axcodes") or pre.get("pixdim")):  # e.g. a bundle's RAS at 1.5x1.5x2 mm
+            image, undo = to_model_grid(image, meta.affine, pre.get("axcodes"), pre.get("pixdim"))
+            spatial = image.shape[-3:]
+        volumes = image[None] if channels == 1 else image
+        window = pre.get("intensity")
+        if isinstance(window, dict):  # a fixed window, e.g. CT HU -175..250 -> 0..1
+            unit = np.stack([scale_intensity_range(v, *window["window"], *window.get("range", (0.0, 1.0)),
+                                                   clip=bool(window.get("clip", False))) for v in volumes])
+        else:  # each channel (modality) scaled on its own intensity distribution
+            unit = np.stack([scale_to_unit(v) for v in volumes])
         mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
         x = torch.from_numpy((unit - mean) / std)[None]
         total = _count_windows(spatial, roi, overlap)
@@ -387,6 +401,9 @@ class Predictor:
             raise result["error"]
         yield Progress(total, total, "post-processing", time.perf_counter() - t0)
         labels, confidence = _argmax_in_slabs(result.pop("logits")[0])
+        if undo is not None:  # back onto the image's own grid
+            labels = from_model_grid(labels, undo, order=0)
+            confidence = from_model_grid(confidence, undo, order=1)
         return Prediction(
             task="segment",
             model_name=self.spec.name,
@@ -405,7 +422,7 @@ class Predictor:
 
     def _to_input(self, batch: np.ndarray, rgb: bool) -> torch.Tensor:
         """Normalise, then resize to the model's input size or pad (reflect) to its size multiple."""
-        pre = self.spec.preprocessing
+        pre = self.pre
         x = torch.from_numpy(np.ascontiguousarray(batch))
         x = x.permute(0, 3, 1, 2) if rgb else x[:, None]
         if pre.get("color") == "rgb" and x.shape[1] == 1:

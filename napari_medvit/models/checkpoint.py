@@ -94,6 +94,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], manifest: Ma
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Manifest | None, str]:
     """Read ``(state_dict, manifest or None, file sha256)`` without unpickling any code."""
     path = Path(path)
+    if path.is_dir():
+        from napari_medvit.models.bundle import read_bundle
+
+        state, manifest = read_bundle(path)
+        return state, manifest, file_sha256(path / "models" / "model.pt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     digest = file_sha256(path)

@@ -36,3 +36,15 @@ def window(image: np.ndarray, low: float, high: float) -> np.ndarray:
         raise ValueError(f"window high ({high}) must exceed low ({low})")
     out = (np.asarray(image, dtype=np.float32) - low) / (high - low)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def scale_intensity_range(image: np.ndarray, a_min: float, a_max: float, b_min: float = 0.0, b_max: float = 1.0,
+                          clip: bool = False) -> np.ndarray:
+    """Map [a_min, a_max] linearly onto [b_min, b_max] (MONAI's ScaleIntensityRange), float32."""
+    if a_max == a_min:
+        raise ValueError(f"intensity range is empty: a_min = a_max = {a_min}")
+    out = (np.asarray(image, dtype=np.float32) - a_min) / (a_max - a_min)
+    out = out * (b_max - b_min) + b_min
+    if clip:
+        np.clip(out, min(b_min, b_max), max(b_min, b_max), out=out)
+    return out.astype(np.float32, copy=False)
