@@ -343,7 +343,6 @@ class Predictor:
         if min(spatial) < 2:
             raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {spatial}")
         pre = self.pre
-        roi = tuple(int(r) for r in pre["roi_size"])
         overlap = float(pre.get("overlap", 0.5))
         yield Progress(0, 1, "preparing volume", time.perf_counter() - t0)
         undo = None
@@ -359,6 +358,8 @@ class Predictor:
             unit = np.stack([scale_to_unit(v) for v in volumes])
         mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
         x = torch.from_numpy((unit - mean) / std)[None]
+        # no roi_size: the model takes the whole volume (TrUE-Net runs its own slices), one "window"
+        roi = tuple(int(r) for r in pre["roi_size"]) if pre.get("roi_size") else tuple(spatial)
         total = _count_windows(spatial, roi, overlap)
 
         events: queue.Queue[int] = queue.Queue()

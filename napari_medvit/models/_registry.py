@@ -235,6 +235,18 @@ _MODELS.update({s.name: s for s in (
              "classes: the CNN baseline", "Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)",
              class_names=WMH_CLASSES, in_chans=2, spatial_dims=3, in_channels=2, out_channels=2),
 )})
+_MODELS["truenet"] = ModelSpec(
+    name="truenet", module="napari_medvit.models.truenet", factory="truenet", family="truenet", task="segment", dims=3,
+    in_chans=2, class_names=WMH_CLASSES,
+    preprocessing={"resize": None, "size_multiple": 1, "roi_size": None, "intensity": "percentile",
+                   "mean": (0.0,), "std": (1.0,)},
+    overlays=("mask",), display_name="TrUE-Net",
+    description="triplanar ensemble of 2D U-Nets (axial 3x3, sagittal/coronal 5x5 first convs), FLAIR + T1 -> WMH; "
+                "probabilities of the three planes averaged",
+    paper="Sundaresan et al., Triplanar ensemble U-Net model for white matter hyperintensities segmentation, "
+          "Medical Image Analysis 2021",
+    short_name="TrUE-Net",
+)
 _MODELS["unet2d"] = ModelSpec(
     name="unet2d", module="napari_medvit.models.monai_nets", factory="unet", family="monai2d", task="segment", dims=2,
     in_chans=3, class_names=("background", "lesion"),

@@ -95,10 +95,18 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     """Read ``(state_dict, manifest or None, file sha256)`` without unpickling any code."""
     path = Path(path)
     if path.is_dir():
-        from napari_medvit.models.bundle import read_bundle
+        from napari_medvit.models.bundle import is_bundle, read_bundle
+        from napari_medvit.models.truenet import read_truenet_folder
 
-        state, manifest = read_bundle(path)
-        return state, manifest, file_sha256(path / "models" / "model.pt")
+        if is_bundle(path):
+            state, manifest = read_bundle(path)
+            return state, manifest, file_sha256(path / "models" / "model.pt")
+        state = read_truenet_folder(path)
+        if state is None:
+            raise CheckpointError(f"{path}: a folder checkpoint must be a MONAI bundle (configs/inference.json, "
+                                  "models/model.pt) or TrUE-Net's three files *_axial.pth, *_sagittal.pth, *_coronal.pth")
+        digest = hashlib.sha256("".join(file_sha256(p) for p in sorted(path.glob("*_*.pth"))).encode()).hexdigest()
+        return state, None, digest
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     digest = file_sha256(path)
