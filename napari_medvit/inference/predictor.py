@@ -340,8 +340,10 @@ class Predictor:
             raise ValueError(f"{self.spec.name} takes {channels} co-registered volumes stacked as (channel, z, y, x); "
                              f"got an array of shape {image.shape}")
         spatial = image.shape[-3:]
-        if min(spatial) < 2:
-            raise ValueError(f"{self.spec.name} needs a volume with at least 2 voxels along each axis, got {spatial}")
+        smallest = int(self.pre.get("min_size", 2))
+        if min(spatial) < smallest:
+            raise ValueError(f"{self.spec.name} needs a volume with at least {smallest} voxels along each axis, "
+                             f"got {spatial}")
         pre = self.pre
         overlap = float(pre.get("overlap", 0.5))
         yield Progress(0, 1, "preparing volume", time.perf_counter() - t0)

@@ -231,7 +231,7 @@ _MODELS.update({s.name: s for s in (
              "Farkhani et al., End-to-end Volumetric Segmentation of White Matter Hyperintensities, CMPB 245:108008, "
              "2024 (approximated)", class_names=WMH_CLASSES, in_chans=2, in_channels=2, out_channels=2,
              feature_size=24),
-    _monai3d("unet3d", "unet", "U-Net 3D", "MONAI residual U-Net 3D (16-256 channels), WMH layout FLAIR + T1 -> 2 "
+    _monai3d("unet", "unet", "U-Net 3D", "MONAI residual U-Net 3D (16-256 channels), WMH layout FLAIR + T1 -> 2 "
              "classes: the CNN baseline", "Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)",
              class_names=WMH_CLASSES, in_chans=2, spatial_dims=3, in_channels=2, out_channels=2),
 )})
@@ -239,7 +239,7 @@ _MODELS["truenet"] = ModelSpec(
     name="truenet", module="napari_medvit.models.truenet", factory="truenet", family="truenet", task="segment", dims=3,
     in_chans=2, class_names=WMH_CLASSES,
     preprocessing={"resize": None, "size_multiple": 1, "roi_size": None, "intensity": "percentile",
-                   "mean": (0.0,), "std": (1.0,)},
+                   "mean": (0.0,), "std": (1.0,), "min_size": 8},  # three 2x poolings in every plane
     overlays=("mask",), display_name="TrUE-Net",
     description="triplanar ensemble of 2D U-Nets (axial 3x3, sagittal/coronal 5x5 first convs), FLAIR + T1 -> WMH; "
                 "probabilities of the three planes averaged",

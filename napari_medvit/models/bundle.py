@@ -23,7 +23,7 @@ import torch
 
 from napari_medvit.models.manifest import CheckpointError, Manifest
 
-_ARCH = {"SwinUNETR": "swin_unetr", "UNETR": "unetr", "UNet": "unet3d"}
+_ARCH = {"SwinUNETR": "swin_unetr", "UNETR": "unetr", "UNet": "unet"}
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

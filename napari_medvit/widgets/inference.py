@@ -60,9 +60,26 @@ def _prewarm() -> None:
     import timm  # noqa: F401  (imports torch and torchvision too)
 
 
+class RunFailed(Exception):
+    """An error of a run, re-raised under a type that napari's worker reports.
+
+    superqt's generator worker takes any RuntimeError from the generator for "the worker was
+    deleted" and ends silently, without ``errored`` or ``finished``: torch reports most of its
+    errors as RuntimeError, so they must not reach it as such.
+    """
+
+
 def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
              tabular: dict[str, float | None] | None = None) -> Generator[Any, None, tuple[Any, Any]]:
     """Worker body: build the model if needed, then yield the predictor's progress events."""
+    try:
+        return (yield from _compute_steps(predictor, key, data, meta, tabular))
+    except RuntimeError as exc:
+        raise RunFailed(str(exc)) from exc
+
+
+def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
+                   tabular: dict[str, float | None] | None) -> Generator[Any, None, tuple[Any, Any]]:
     from napari_medvit.explain import explainer_for
     from napari_medvit.inference import Predictor, Progress
     from napari_medvit.models import create_model

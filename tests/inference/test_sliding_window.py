@@ -79,7 +79,7 @@ def test_swin_unetr_feature_size_24_and_bundles_that_still_pass_img_size() -> No
 
 def test_two_channel_models_take_stacked_modalities_scaled_per_channel() -> None:
     torch.manual_seed(0)
-    model = create_model("unet3d", channels=(4, 8), strides=(2,), num_res_units=1)
+    model = create_model("unet", channels=(4, 8), strides=(2,), num_res_units=1)
     flair = np.random.default_rng(2).normal(300, 50, (20, 24, 22)).astype(np.float32)
     t1 = np.random.default_rng(3).normal(0.5, 0.1, (20, 24, 22)).astype(np.float32)
     pred = Predictor(model, device="cpu").predict(np.stack([flair, t1]))

@@ -46,3 +46,9 @@ def test_ensemble_averages_the_three_planes() -> None:
 
     pred = Predictor(model, device="cpu").predict(np.random.default_rng(0).normal(size=(2, 12, 20, 16)).astype(np.float32))
     assert pred.labels.shape == (12, 20, 16) and pred.provenance["windows"] == 1
+
+
+def test_too_thin_volumes_are_refused_with_the_reason() -> None:
+    model = create_model("truenet", init_channels=4)
+    with pytest.raises(ValueError, match=r"at least 8 voxels along each axis, got \(6, 24, 20\)"):
+        Predictor(model, device="cpu").predict(np.zeros((2, 6, 24, 20), np.float32))

@@ -155,6 +155,24 @@ def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, 
     assert [c for c in widget.weights.choices][0] == ""  # nothing shipped for TransFuse-S: untrained first
 
 
+def test_torch_runtime_errors_end_the_run_with_a_message(make_napari_viewer, qtbot, monkeypatch) -> None:
+    """superqt's worker swallows RuntimeError silently; the widget must still end the run and say why."""
+    from napari_medvit.inference import predictor as predictor_module
+
+    def broken(self, image, meta=None, *, tabular=None):
+        yield predictor_module.Progress(0, 1, "preparing image", 0.0)
+        raise RuntimeError("Given input size: (256x1x5). Output size is too small")
+
+    monkeypatch.setattr(predictor_module.Predictor, "predict_iter", broken)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((64, 64), np.float32))
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    widget.run(layer=image)
+    wait_done(qtbot, widget, timeout=60_000)
+    assert widget.status.value == "failed: Given input size: (256x1x5). Output size is too small"
+    assert widget.run_button.enabled
+
+
 def test_no_image_gives_a_message_not_a_crash(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     widget = InferenceWidget(viewer)
@@ -301,7 +319,7 @@ def test_two_modalities_from_two_layers(make_napari_viewer, qtbot, monkeypatch) 
     from napari_medvit.models import _registry
 
     # a small U-Net 3D in the registry's WMH layout (FLAIR + T1 -> 2 classes) keeps the test fast
-    spec = _registry.get_spec("unet3d")
+    spec = _registry.get_spec("unet")
     small = type(spec)(**{**spec.__dict__, "name": "unet3d_small",
                           "factory_args": {**spec.factory_args, "channels": (4, 8), "strides": (2,)},
                           "preprocessing": {**spec.preprocessing, "roi_size": (32, 32, 32)}})
@@ -328,3 +346,39 @@ def test_two_modalities_from_two_layers(make_napari_viewer, qtbot, monkeypatch) 
 
     widget.model.value = "transfuse_tiny"
     assert widget.channels == [] and widget.image.label == "image"
+
+
+# Families whose tiny or small configurations run through the widget in the tests above and below.
+WIDGET_TESTED_FAMILIES = {"transfuse", "crossvit", "smca_detr", "monai3d", "daft", "timm", "monai2d", "truenet"}
+
+
+def test_every_registered_family_has_a_widget_overlay_test() -> None:
+    from napari_medvit.models import get_spec, list_models
+
+    assert {get_spec(n).family for n in list_models()} <= WIDGET_TESTED_FAMILIES
+
+
+@pytest.mark.parametrize("name", ["resnet34", "unet2d", "truenet"])
+def test_baselines_run_in_the_widget(make_napari_viewer, qtbot, name: str) -> None:
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(12)
+    if name == "truenet":
+        flair = viewer.add_image(rng.normal(size=(10, 24, 20)).astype(np.float32), name="FLAIR", scale=(3, 1, 1))
+        t1 = viewer.add_image(rng.normal(size=(10, 24, 20)).astype(np.float32), name="T1", scale=(3, 1, 1))
+        image = flair
+    else:
+        image = viewer.add_image(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8), rgb=True, name="frame",
+                                 translate=(5, 5))
+    widget = InferenceWidget(viewer, model=name)
+    if name == "truenet":
+        widget.channels[0].value = t1
+    widget.run(layer=image)
+    wait_done(qtbot, widget, timeout=240_000)
+    assert widget.status.value.startswith("done"), widget.status.value
+    if name == "resnet34":
+        assert len(widget.chart.items) == 5 and outputs(viewer) == []  # a plain classifier: the chart only
+    else:
+        (mask,) = outputs(viewer)
+        assert isinstance(mask, Labels) and mask.data.shape == image.data.shape[: mask.ndim]
+        np.testing.assert_allclose(mask.translate, image.translate)
+        np.testing.assert_allclose(mask.scale, image.scale)
