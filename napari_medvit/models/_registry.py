@@ -144,14 +144,14 @@ BTCV_CLASSES = (
 
 def _monai3d(name: str, factory: str, display: str, description: str, paper: str, tags: tuple[str, ...] = (),
              roi: tuple[int, int, int] = (96, 96, 96), class_names: tuple[str, ...] = BTCV_CLASSES,
-             in_chans: int = 1, **factory_args: Any) -> ModelSpec:
+             in_chans: int = 1, short_name: str = "", **factory_args: Any) -> ModelSpec:
     return ModelSpec(
         name=name, module="napari_medvit.models.monai_nets", factory=factory, family="monai3d",
         task="segment", dims=3, in_chans=in_chans, class_names=class_names,
         preprocessing={"resize": None, "size_multiple": 32, "roi_size": roi, "overlap": 0.5, "sw_batch_size": 1,
                        "blend": "gaussian", "intensity": "percentile", "mean": (0.0,), "std": (1.0,)},
         overlays=("mask",), display_name=display, description=description, paper=paper, tags=tags,
-        short_name=display.split(" ")[0], factory_args=factory_args,
+        short_name=short_name or display.split(" ")[0], factory_args=factory_args,
     )
 
 
@@ -229,7 +229,8 @@ _MODELS.update({s.name: s for s in (
              "APPROXIMATION of VoSHT (Farkhani et al., CMPB 2024), whose code and architecture are not public: a "
              "Swin-transformer encoder-decoder (MONAI SwinUNETR, feature size 24) over FLAIR + T1, 2 classes",
              "Farkhani et al., End-to-end Volumetric Segmentation of White Matter Hyperintensities, CMPB 245:108008, "
-             "2024 (approximated)", class_names=WMH_CLASSES, in_chans=2, in_channels=2, out_channels=2,
+             "2024 (approximated)", class_names=WMH_CLASSES, in_chans=2, short_name="VoSHT-approx.", in_channels=2,
+             out_channels=2,
              feature_size=24),
     _monai3d("unet", "unet", "U-Net 3D", "MONAI residual U-Net 3D (16-256 channels), WMH layout FLAIR + T1 -> 2 "
              "classes: the CNN baseline", "Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)",

@@ -89,6 +89,9 @@ def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndar
         yield Progress(0, 1, f"building {get_spec(name).display_name}", 0.0)
         model = create_model(name, checkpoint=checkpoint or None)
         predictor = Predictor(model, device=device, precision=precision, explainer=explainer_for(model.medvit_spec))
+    if tabular is not None:  # the checkpoint's feature list decides; fields it does not know are left out
+        known = {n for f in getattr(predictor, "tabular_features", ()) for n in (f["name"], f.get("missing"))}
+        tabular = {k: v for k, v in tabular.items() if k in known}
     prediction = yield from predictor.predict_iter(data, meta, tabular=tabular)
     return predictor, prediction
 
@@ -149,6 +152,8 @@ class InferenceWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.checkpoint.changed.connect(self._update_weights_info)
         self.weights.changed.connect(self._update_weights_info)
+        self.checkpoint.changed.connect(self._update_tabular_panel)
+        self.weights.changed.connect(self._update_tabular_panel)
         self.model.changed.connect(self.weights.reset_choices)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.reordered):
@@ -318,6 +323,9 @@ class InferenceWidget(Container):
             layer = self._add_or_update(data, kwargs, layer_type)
             if layer_type == "image":
                 self._attention_layers[kwargs["metadata"][PREDICTION_KEY]["map"]] = layer
+        features = getattr(predictor, "tabular_features", ())
+        if self.tabular is not None and [f["name"] for f in features] != [f["name"] for f in self.tabular.features]:
+            self._update_tabular_panel(features=list(features))  # the checkpoint's own list (e.g. from a .pt)
         self._update_chart(prediction)
         self._update_head_choices(prediction)
         secs = prediction.provenance.get("seconds", 0.0)
@@ -355,16 +363,34 @@ class InferenceWidget(Container):
         return np.stack(volumes)
 
     # -- tabular inputs (DAFT) -------------------------------------------------------------------
-    def _update_tabular_panel(self, *_: Any) -> None:
-        """Show a panel of tabular fields when the chosen model takes tabular data."""
-        features = get_spec(self.model.value).preprocessing.get("tabular")
-        if self.tabular is not None:
-            self.remove(self.tabular)
+    def _update_tabular_panel(self, *_: Any, features: Any = None) -> None:
+        """Show a panel of tabular fields when the chosen model takes tabular data: the checkpoint
+        manifest's feature list when it has one (read from a .safetensors header, or from the
+        built model after a run), else the registry's. Values already entered are kept by name."""
+        if features is None:
+            features = self._manifest_features() or get_spec(self.model.value).preprocessing.get("tabular")
+        current = getattr(self, "tabular", None)  # change events can come while __init__ runs
+        kept = current.values() if current is not None else {}
+        if current is not None:
+            self.remove(current)
             self.tabular = None
         if features:
             self.tabular = TabularPanel(features)
+            self.tabular.set_values({k: v for k, v in kept.items() if k in self.tabular.fields})
             self.insert(self.index(self.run_button), self.tabular)
             self.tabular.changed.connect(self._retabulate)
+
+    def _manifest_features(self) -> list[dict[str, Any]] | None:
+        path = self._checkpoint_path() if hasattr(self, "weights") else ""
+        if not path.endswith(".safetensors"):
+            return None
+        from napari_medvit.models.manifest import CheckpointError, read_manifest
+
+        try:
+            manifest = read_manifest(path)
+        except CheckpointError:
+            return None  # reported when the model is built
+        return (manifest.preprocessing.get("tabular") or None) if manifest is not None else None
 
     def _retabulate(self, *_: Any) -> None:
         """A tabular value changed: re-run only DAFT's cheap part on the last image ("what if age were 80?")."""

@@ -198,3 +198,14 @@ def test_daft_uses_image_and_tabular_and_reruns_only_the_cheap_part() -> None:
         predictor.retabulate({"weight": 3.0})
     with pytest.raises(ValueError, match="'age' is required"):
         predictor.retabulate({"age": None})
+
+
+def test_classifier_class_names_come_from_the_checkpoint_manifest(tmp_path) -> None:
+    from napari_medvit.models.checkpoint import Manifest, save_checkpoint
+
+    model = create_model("crossvit_tiny_test", num_classes=2)
+    path = save_checkpoint(model, tmp_path / "polyp.safetensors", Manifest(
+        arch="crossvit_tiny_test", config=model.config, class_names=["no polyp", "polyp"]))
+    loaded = create_model("crossvit_tiny_test", checkpoint=path)
+    pred = Predictor(loaded, device="cpu").predict(np.zeros((60, 80, 3), np.uint8))
+    assert pred.class_names == ("no polyp", "polyp") and pred.provenance["trained"] is True

@@ -382,3 +382,29 @@ def test_baselines_run_in_the_widget(make_napari_viewer, qtbot, name: str) -> No
         assert isinstance(mask, Labels) and mask.data.shape == image.data.shape[: mask.ndim]
         np.testing.assert_allclose(mask.translate, image.translate)
         np.testing.assert_allclose(mask.scale, image.scale)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_daft_panel_follows_the_checkpoint_feature_list(make_napari_viewer, qtbot, tmp_path: Path, suffix: str) -> None:
+    from napari_medvit.models import checkpoint as ckpt
+    from napari_medvit.models import create_model
+
+    features = [{"name": "age", "unit": "years", "default": 70.0, "mean": 70.0, "std": 8.0},
+                {"name": "MMSE", "unit": "points", "default": 27.0, "missing": "MMSE_MISSING"}]
+    model = create_model("daft", n_tabular=3, n_outputs=2)
+    path = ckpt.save_checkpoint(model, tmp_path / f"daft{suffix}", ckpt.Manifest(
+        arch="daft", config=model.config, class_names=["stable", "converter"], preprocessing={"tabular": features}))
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(13).normal(size=(24, 28, 26)).astype(np.float32))
+    widget = InferenceWidget(viewer, model="daft")
+    widget.tabular.fields["age"].value = 81.0
+    widget.use_checkpoint(path)
+    if suffix == ".safetensors":  # read from the file's header at once
+        assert list(widget.tabular.fields) == ["age", "MMSE"] and widget.tabular.fields["age"].value == 81.0
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    assert list(widget.tabular.fields) == ["age", "MMSE"]
+    assert [name for name, _ in widget.chart.items] and {n for n, _ in widget.chart.items} == {"stable", "converter"}
+    np.testing.assert_allclose(widget.last_prediction.extras["tabular"], [(81.0 - 70.0) / 8.0, 27.0, 0.0])
