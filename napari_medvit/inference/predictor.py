@@ -362,11 +362,21 @@ class Predictor:
         x = torch.from_numpy((unit - mean) / std)[None]
         # no roi_size: the model takes the whole volume (TrUE-Net runs its own slices), one "window"
         roi = tuple(int(r) for r in pre["roi_size"]) if pre.get("roi_size") else tuple(spatial)
-        total = _count_windows(spatial, roi, overlap)
+        # Slabs along z bound the memory: MONAI keeps K float32 outputs (and a weight map) per voxel of
+        # what it is given, so it gets one slab (plus half a window of context on each side) at a time.
+        slabs = _slabs(spatial[0], roi[0], int(pre.get("slab_windows", 4)))
+        total = sum(_count_windows((r1 - r0, *spatial[1:]), roi, overlap) for r0, r1, _, _ in slabs)
+        n_classes = max(len(self.class_names), 1)
+        biggest = max(r1 - r0 for r0, r1, _, _ in slabs) * spatial[1] * spatial[2]
+        buffer_mb = (n_classes + 1) * 4 * biggest / 2**20
+        yield Progress(0, total, f"{self.spec.display_name}: {total} windows in {len(slabs)} slab(s), "
+                       f"output buffer about {buffer_mb:.0f} MB", time.perf_counter() - t0)
 
+        labels = np.empty(spatial, dtype=np.uint8 if n_classes <= 255 else np.int32)
+        confidence = np.empty(spatial, dtype=np.float32)
         events: queue.Queue[int] = queue.Queue()
         stop = threading.Event()
-        result: dict[str, Any] = {}
+        failure: dict[str, BaseException] = {}
         done = [0]
 
         def network(window: torch.Tensor) -> torch.Tensor:
@@ -381,11 +391,15 @@ class Predictor:
         def run() -> None:
             try:
                 with torch.no_grad():  # grad mode is per thread
-                    result["logits"] = sliding_window_inference(
-                        x, roi, int(pre.get("sw_batch_size", 1)), network, overlap=overlap,
-                        mode=pre.get("blend", "gaussian"), sw_device=self.device, device="cpu")
+                    for r0, r1, k0, k1 in slabs:
+                        logits = sliding_window_inference(
+                            x[:, :, r0:r1], roi, int(pre.get("sw_batch_size", 1)), network, overlap=overlap,
+                            mode=pre.get("blend", "gaussian"), sw_device=self.device, device="cpu")[0]
+                        lab, conf = _argmax_in_slabs(logits[:, k0 - r0:k1 - r0])
+                        labels[k0:k1], confidence[k0:k1] = lab, conf
+                        del logits
             except BaseException as exc:  # handed to the generator's thread
-                result["error"] = exc
+                failure["error"] = exc
             finally:
                 events.put(-1)
 
@@ -400,10 +414,9 @@ class Predictor:
         finally:
             stop.set()  # also when the consumer closed us early: stop at the next window
             thread.join()
-        if "error" in result:
-            raise result["error"]
+        if "error" in failure:
+            raise failure["error"]
         yield Progress(total, total, "post-processing", time.perf_counter() - t0)
-        labels, confidence = _argmax_in_slabs(result.pop("logits")[0])
         if undo is not None:  # back onto the image's own grid
             labels = from_model_grid(labels, undo, order=0)
             confidence = from_model_grid(confidence, undo, order=1)
@@ -414,7 +427,8 @@ class Predictor:
             probabilities=confidence,
             class_names=self.class_names,
             meta=meta,
-            provenance=self._provenance(t0, roi_size=list(roi), overlap=overlap, windows=done[0]),
+            provenance=self._provenance(t0, roi_size=list(roi), overlap=overlap, windows=done[0], slabs=len(slabs),
+                                        output_buffer_mb=round(buffer_mb, 1)),
         )
 
     # -- internals ------------------------------------------------------------------------------
@@ -483,6 +497,19 @@ class Predictor:
             for m in out.get(key, ()):
                 stride = padded[0] // m.shape[-2]
                 yield f"{kind} 1/{stride}", self._to_image(m, size, padded)[:, 0]
+
+
+def _slabs(n: int, roi: int, windows_per_slab: int) -> list[tuple[int, int, int, int]]:
+    """Split ``n`` slices into slabs: (read start, read end, keep start, keep end).
+
+    Each slab keeps ``roi * windows_per_slab`` slices and reads half a window more on each side,
+    so that every kept slice has the context the whole-volume pass would give it.
+    """
+    core = max(roi * max(windows_per_slab, 1), 1)
+    halo = roi // 2
+    if n <= core + 2 * halo:
+        return [(0, n, 0, n)]
+    return [(max(0, k0 - halo), min(n, k0 + core + halo), k0, min(n, k0 + core)) for k0 in range(0, n, core)]
 
 
 def _count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
