@@ -36,7 +36,7 @@ print(json.dumps({"shape": list(vol.shape), "seconds": round(time.perf_counter()
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="unetr")
-    parser.add_argument("--slab-windows", type=int, nargs="+", default=[4, 1])
+    parser.add_argument("--slab-windows", type=int, nargs="+", default=[8, 2])
     args = parser.parse_args()
     print(f"{args.model} on the MNI152 T1 (1 mm), CPU")
     print(f"{'slab windows':>12s} {'slabs':>6s} {'windows':>8s} {'seconds':>8s} {'buffer MB':>10s} {'peak RSS MB':>12s}")

@@ -364,7 +364,7 @@ class Predictor:
         roi = tuple(int(r) for r in pre["roi_size"]) if pre.get("roi_size") else tuple(spatial)
         # Slabs along z bound the memory: MONAI keeps K float32 outputs (and a weight map) per voxel of
         # what it is given, so it gets one slab (plus half a window of context on each side) at a time.
-        slabs = _slabs(spatial[0], roi[0], int(pre.get("slab_windows", 4)))
+        slabs = _slabs(spatial[0], roi[0], int(pre.get("slab_windows", 2)))
         total = sum(_count_windows((r1 - r0, *spatial[1:]), roi, overlap) for r0, r1, _, _ in slabs)
         n_classes = max(len(self.class_names), 1)
         biggest = max(r1 - r0 for r0, r1, _, _ in slabs) * spatial[1] * spatial[2]
