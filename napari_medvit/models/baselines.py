@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from napari_medvit.models.manifest import strip_module_prefix
+
 __all__ = ["checkpoint_filter_fn", "create_timm_classifier"]
 
 
@@ -27,4 +29,4 @@ def create_timm_classifier(variant: str, **config: Any) -> nn.Module:
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Strip DataParallel prefixes; map DeiT's original ``head`` naming is already timm's."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return strip_module_prefix(state_dict)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from napari_medvit.models._registry import ADNI_FEATURES
+from napari_medvit.models.manifest import strip_module_prefix
 
 __all__ = ["ADNI_FEATURES", "DAFT", "checkpoint_filter_fn", "daft"]
 
@@ -133,7 +134,7 @@ class DAFT(nn.Module):
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """ai-med/DAFT saves plain state_dicts; strip DataParallel ``module.`` prefixes."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return strip_module_prefix(state_dict)
 
 
 def daft(**kwargs: Any) -> DAFT:

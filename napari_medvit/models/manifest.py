@@ -16,6 +16,11 @@ from typing import Any
 MANIFEST_KEY = "medvit_manifest"
 
 
+def strip_module_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A new dict without DataParallel/DDP's ``module.`` key prefix."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used for the requested model; the message says why."""
 

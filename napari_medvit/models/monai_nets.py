@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from napari_medvit.models._registry import BTCV_CLASSES
+from napari_medvit.models.manifest import strip_module_prefix
 
 __all__ = ["BTCV_CLASSES", "checkpoint_filter_fn", "swin_unetr", "unetr"]
 
@@ -45,7 +46,7 @@ def unetr(in_channels: int = 1, out_channels: int = 14, img_size: Any = (96, 96,
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """MONAI bundles save plain state_dicts; strip DataParallel/DDP ``module.`` prefixes."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return strip_module_prefix(state_dict)
 
 
 def unet(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medvit.models.manifest import strip_module_prefix
+
 __all__ = ["SMCADETR", "checkpoint_filter_fn", "smca_detr_r50", "smca_detr_tiny"]
 
 _SCALE_DIMS = {"type1": 0, "type2": 1, "type3": 2, "type4": 3}
@@ -296,7 +298,7 @@ class SMCADETR(nn.Module):
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Official checkpoints: strip ``module.``; drop the position-embedding slot (no parameters)."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    return strip_module_prefix(state_dict)
 
 
 def smca_detr_r50(**kwargs: Any) -> SMCADETR:

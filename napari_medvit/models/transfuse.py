@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medvit.models.manifest import strip_module_prefix
+
 __all__ = [
     "TransFuse",
     "BiFusionBlock",
@@ -399,10 +401,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: TransFuse) 
     Pure: returns a new dict. Strips ``module.`` prefixes and resamples a position embedding
     stored for another token grid (or with a leading CLS slot) to the model's reference grid.
     """
-    out: dict[str, torch.Tensor] = {}
-    for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        out[k] = v
+    out = strip_module_prefix(state_dict)
     key = "transformer.pos_embed"
     if key in out:
         pe = out[key]
