@@ -239,8 +239,23 @@ def write_nifti_labels(path: str | os.PathLike[str], labels: np.ndarray, meta: I
     return path
 
 
+def nifti_image_like(volume: np.ndarray, meta: ImageMeta) -> nib.Nifti1Image:
+    """An intensity image (not labels) of the shape and geometry ``meta`` describes, dtype kept
+    (float types other than float32/64 become float32), for exporting training images."""
+    spatial = _spatial_labels(np.asarray(volume), meta)  # the same shape checks as for labels
+    dtype = spatial.dtype if spatial.dtype in (np.uint8, np.int16, np.int32, np.float32, np.float64) \
+        else np.dtype(np.float32)
+    hdr = _build_header(meta.extra.get(NIFTI_EXTRA_KEY), meta, dtype)
+    hdr["intent_code"] = 0  # an image, not a label map
+    data = np.ascontiguousarray(spatial.transpose(2, 1, 0)).astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, affine=None, header=hdr)
+    img.header.set_data_dtype(dtype)
+    return img
+
+
 __all__ = [
     "NIFTI_SUFFIXES",
+    "nifti_image_like",
     "is_nifti_path",
     "nifti_to_world_affine",
     "read_nifti",

@@ -1,0 +1,158 @@
+"""Export corrected masks for retraining, in the nnU-Net v2 / Medical Segmentation Decathlon layout.
+
+```
+<dataset>/
+  dataset.json            channel_names, labels, numTraining, file_ending (nnU-Net v2)
+  imagesTr/<case>_0000.nii.gz (one file per channel; 2D frames: <case>_0000.png holding RGB)
+  labelsTr/<case>.nii.gz  (or .png)
+  provenance/<case>.json  model, checkpoint sha256, plugin version, time, original-vs-corrected metrics
+```
+
+3D and DICOM sources are written as NIfTI with the source geometry; 2D frames as PNG. Nothing is
+silently overwritten: exporting a case id that exists with different labels writes a new version
+(``<case>_v2``, ``_v3`` ...) and the provenance says which one it supersedes. All files are written
+atomically, dataset.json last.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medvit.io import ImageMeta, atomic_write, read_image, write_nifti_labels, write_png_labels
+
+_CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass
+class ExportedCase:
+    case_id: str
+    image_files: list[Path]
+    label_file: Path
+    provenance_file: Path
+    supersedes: str | None
+
+
+def mask_metrics(original: np.ndarray, corrected: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """Agreement of the model's mask and the corrected one (foreground = label > 0): Dice, IoU and
+    HD95 (in mm with ``spacing``) from MONAI's metrics, and the number of edited voxels."""
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+
+    a, b = np.asarray(original), np.asarray(corrected)
+    if a.shape != b.shape:
+        raise ValueError(f"original mask {a.shape} and corrected mask {b.shape} differ in shape")
+    pred = torch.from_numpy((a > 0).astype(np.float32))[None, None]
+    ref = torch.from_numpy((b > 0).astype(np.float32))[None, None]
+    out: dict[str, Any] = {"edited_voxels": int(np.count_nonzero(a != b))}
+    if not ref.any() and not pred.any():
+        return {**out, "dice": 1.0, "iou": 1.0, "hd95": 0.0}
+    out["dice"] = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
+    out["iou"] = float(compute_iou(pred, ref, include_background=True, ignore_empty=False)[0, 0])
+    if ref.any() and pred.any():
+        hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
+                                        spacing=list(spacing) if spacing else None)
+        out["hd95"] = float(hd[0, 0])
+    else:
+        out["hd95"] = None  # undefined when one mask is empty
+    return out
+
+
+def _dataset_json(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); fix or move it before exporting into this folder") from exc
+
+
+def _next_version(root: Path, case_id: str, ending: str) -> str:
+    n = 2
+    while (root / "labelsTr" / f"{case_id}_v{n}{ending}").exists():
+        n += 1
+    return f"{case_id}_v{n}"
+
+
+def export_case(dataset: str | Path, case_id: str, image: np.ndarray, meta: ImageMeta, labels: np.ndarray, *,
+                label_names: dict[str, int], channel_names: dict[str, str] | None = None,
+                original: np.ndarray | None = None, provenance: dict[str, Any] | None = None) -> ExportedCase:
+    """Add one case (image + corrected labels) to an export folder; see the module docstring."""
+    if not _CASE.match(case_id):
+        raise ValueError(f"case id {case_id!r}: use letters, digits, '_' or '-' (no spaces or path separators)")
+    root = Path(dataset)
+    image, labels = np.asarray(image), np.asarray(labels)
+    spatial = meta.spatial_shape(image.shape)  # also right for stacked modalities (channel, z, y, x)
+    if tuple(labels.shape) != tuple(spatial):
+        raise ValueError(f"labels of shape {labels.shape} do not match the image's spatial shape {tuple(spatial)}")
+    if labels.min() < 0:
+        raise ValueError("labels must be non-negative integers")
+    two_d = meta.ndim == 2
+    ending = ".png" if two_d else ".nii.gz"
+    info = _dataset_json(root)
+    if info and info.get("file_ending") not in (None, ending):
+        raise ValueError(f"{root} holds {info['file_ending']} cases; this {meta.ndim}D case would be {ending}: "
+                         "use another export folder")
+    for sub in ("imagesTr", "labelsTr", "provenance"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+    supersedes = None
+    existing = root / "labelsTr" / f"{case_id}{ending}"
+    if existing.exists():
+        old, _ = read_image(existing)
+        if old.shape == labels.shape and np.array_equal(old, labels):
+            raise ValueError(f"case {case_id!r} is already exported with exactly these labels")
+        supersedes, case_id = case_id, _next_version(root, case_id, ending)
+
+    channels = [image] if (two_d or image.ndim == meta.ndim) else list(image)
+    image_files = []
+    for c, data in enumerate(channels):
+        target = root / "imagesTr" / f"{case_id}_{c:04d}{ending}"
+        if two_d:
+            import skimage.io
+
+            atomic_write(target, lambda tmp, d=data: skimage.io.imsave(tmp, np.asarray(d), check_contrast=False))
+        else:
+            _write_nifti_image(target, data, meta)
+        image_files.append(target)
+    label_file = root / "labelsTr" / f"{case_id}{ending}"
+    (write_png_labels if two_d else write_nifti_labels)(*((label_file, labels) if two_d else (label_file, labels, meta)))
+
+    from napari_medvit import __version__
+
+    record = {
+        "case_id": case_id,
+        "supersedes": supersedes,
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "plugin_version": __version__,
+        "source": meta.source_path,
+        **(provenance or {}),
+    }
+    if original is not None:
+        record["original_vs_corrected"] = mask_metrics(original, labels, meta.spacing)
+    prov_file = root / "provenance" / f"{case_id}.json"
+    atomic_write(prov_file, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+
+    n_cases = len(list((root / "labelsTr").glob(f"*{ending}")))
+    names = channel_names or ({"0": "R", "1": "G", "2": "B"} if two_d and meta.rgb else
+                              {str(i): f"channel {i}" for i in range(len(channels))})
+    info.update({"channel_names": names, "labels": dict(label_names), "numTraining": n_cases, "file_ending": ending,
+                 "name": info.get("name", root.name), "description": "exported by napari-medvit"})
+    atomic_write(root / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    return ExportedCase(case_id, image_files, label_file, prov_file, supersedes)
+
+
+def _write_nifti_image(path: Path, data: np.ndarray, meta: ImageMeta) -> None:
+    """An image channel with the source geometry (the labels writer's geometry, image dtype kept)."""
+    import nibabel as nib
+
+    from napari_medvit.io.nifti import nifti_image_like
+
+    atomic_write(path, lambda tmp: nib.save(nifti_image_like(np.asarray(data), meta), tmp))

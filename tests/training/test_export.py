@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_medvit.io import read_image
+from napari_medvit.training.export import export_case, mask_metrics
+
+
+@pytest.fixture()
+def oblique_volume(tmp_path: Path):
+    affine = np.array([[0.9, 0.1, 0.0, -20.0], [-0.1, 0.9, 0.2, 10.0], [0.0, -0.2, 1.9, 5.0], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).normal(100, 20, (24, 20, 12)).astype(np.float32)
+    path = tmp_path / "flair.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return read_image(path)
+
+
+def test_3d_export_is_nnunet_layout_with_source_geometry_and_provenance(tmp_path: Path, oblique_volume) -> None:
+    image, meta = oblique_volume
+    original = (image > 110).astype(np.uint8)
+    corrected = original.copy()
+    corrected[:3] = 0
+    out = tmp_path / "Dataset001_WMH"
+    case = export_case(out, "sub-01", image, meta, corrected, label_names={"background": 0, "WMH": 1},
+                       channel_names={"0": "FLAIR"}, original=original,
+                       provenance={"model": "vosht", "checkpoint_sha256": "ab" * 32})
+    assert case.image_files == [out / "imagesTr" / "sub-01_0000.nii.gz"] and case.supersedes is None
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["channel_names"] == {"0": "FLAIR"} and info["labels"] == {"background": 0, "WMH": 1}
+    assert info["numTraining"] == 1 and info["file_ending"] == ".nii.gz"
+    src = nib.load(meta.source_path)
+    for f in (case.image_files[0], case.label_file):
+        np.testing.assert_array_equal(nib.load(f).affine, src.affine)
+    np.testing.assert_array_equal(read_image(case.label_file)[0], corrected)
+    np.testing.assert_allclose(read_image(case.image_files[0])[0], image)
+    record = json.loads(case.provenance_file.read_text())
+    assert record["model"] == "vosht" and record["plugin_version"] and record["exported"].endswith("+00:00")
+    metrics = record["original_vs_corrected"]
+    assert metrics["edited_voxels"] == int((original[:3] != 0).sum()) and 0 < metrics["dice"] < 1
+
+    # the same case again with other labels: a new version, the first one untouched
+    again = export_case(out, "sub-01", image, meta, original, label_names={"background": 0, "WMH": 1})
+    assert again.case_id == "sub-01_v2" and again.supersedes == "sub-01"
+    np.testing.assert_array_equal(read_image(case.label_file)[0], corrected)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    with pytest.raises(ValueError, match="already exported with exactly these labels"):
+        export_case(out, "sub-01", image, meta, corrected, label_names={"background": 0, "WMH": 1})
+
+
+def test_2d_frames_export_as_png_and_bad_input_is_named(tmp_path: Path) -> None:
+    from napari_medvit._sample_data import ENDOSCOPY_FILE, sample_path
+
+    frame, meta = read_image(sample_path(ENDOSCOPY_FILE))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[100:150, 100:200] = 1
+    case = export_case(tmp_path / "polyps", "frame-0001", frame, meta, mask, label_names={"background": 0, "polyp": 1})
+    assert case.label_file.name == "frame-0001.png"
+    np.testing.assert_array_equal(read_image(case.image_files[0])[0], frame)
+    np.testing.assert_array_equal(read_image(case.label_file)[0], mask)
+    info = json.loads((tmp_path / "polyps" / "dataset.json").read_text())
+    assert info["channel_names"] == {"0": "R", "1": "G", "2": "B"} and info["file_ending"] == ".png"
+    with pytest.raises(ValueError, match="do not match the image's spatial shape"):
+        export_case(tmp_path / "polyps", "frame-0002", frame, meta, mask[:10], label_names={"polyp": 1})
+    with pytest.raises(ValueError, match="case id 'a/b'"):
+        export_case(tmp_path / "polyps", "a/b", frame, meta, mask, label_names={"polyp": 1})
+
+
+def test_mask_metrics_against_known_values() -> None:
+    a = np.zeros((10, 10), np.uint8)
+    b = np.zeros((10, 10), np.uint8)
+    a[2:6, 2:6] = 1  # 16 pixels
+    b[2:6, 4:8] = 1  # 16 pixels, 8 shared
+    m = mask_metrics(a, b, spacing=(1.0, 1.0))
+    assert m["dice"] == pytest.approx(0.5) and m["iou"] == pytest.approx(8 / 24)
+    assert m["edited_voxels"] == 16 and m["hd95"] == pytest.approx(2.0)
+    assert mask_metrics(a * 0, b * 0)["dice"] == 1.0
