@@ -156,3 +156,77 @@ def _write_nifti_image(path: Path, data: np.ndarray, meta: ImageMeta) -> None:
     from napari_medvit.io.nifti import nifti_image_like
 
     atomic_write(path, lambda tmp: nib.save(nifti_image_like(np.asarray(data), meta), tmp))
+
+
+def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, meta: ImageMeta, boxes: np.ndarray,
+                      categories: list[str], box_labels: list[int], *, provenance: dict[str, Any] | None = None) -> Path:
+    """Add one 2D image and its corrected boxes ((y0, x0, y1, x1) pixels) to ``annotations.json`` (COCO).
+
+    The image is written to ``images/<image_id>.png``; an image id already present is versioned
+    like :func:`export_case`.
+    """
+    import skimage.io
+
+    if not _CASE.match(image_id):
+        raise ValueError(f"image id {image_id!r}: use letters, digits, '_' or '-'")
+    if meta.ndim != 2:
+        raise ValueError(f"COCO export takes 2D images; this one is {meta.ndim}D")
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    if len(box_labels) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(box_labels)} labels")
+    if any(not 0 <= c < len(categories) for c in box_labels):
+        raise ValueError(f"box labels must index the {len(categories)} categories {categories}")
+    root = Path(dataset)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    ann_path = root / "annotations.json"
+    coco = json.loads(ann_path.read_text()) if ann_path.exists() else {
+        "images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)]}
+    if [c["name"] for c in coco["categories"]] != list(categories):
+        raise ValueError(f"{ann_path} has categories {[c['name'] for c in coco['categories']]}, not {categories}")
+    names = {img["file_name"] for img in coco["images"]}
+    name = f"{image_id}.png"
+    n = 2
+    while name in names:
+        name, n = f"{image_id}_v{n}.png", n + 1
+    atomic_write(root / "images" / name, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
+    img_id = max((img["id"] for img in coco["images"]), default=0) + 1
+    h, w = meta.spatial_shape(np.asarray(image).shape)
+    coco["images"].append({"id": img_id, "file_name": name, "height": int(h), "width": int(w),
+                           "medvit_provenance": provenance or {}})
+    next_ann = max((a["id"] for a in coco["annotations"]), default=0) + 1
+    for k, ((y0, x0, y1, x1), c) in enumerate(zip(boxes, box_labels)):
+        bw, bh = float(x1 - x0), float(y1 - y0)
+        coco["annotations"].append({"id": next_ann + k, "image_id": img_id, "category_id": int(c) + 1,
+                                    "bbox": [float(x0), float(y0), bw, bh], "area": bw * bh, "iscrowd": 0})
+    atomic_write(ann_path, lambda tmp: Path(tmp).write_text(json.dumps(coco, indent=1)))
+    return root / "images" / name
+
+
+def export_class_label(dataset: str | Path, case_id: str, label: str, *, tabular: dict[str, float | None] | None = None,
+                       provenance: dict[str, Any] | None = None) -> Path:
+    """Append a case's corrected class (and DAFT's tabular row) to ``labels.csv``; rewritten atomically."""
+    import csv
+    import io
+
+    if not _CASE.match(case_id):
+        raise ValueError(f"case id {case_id!r}: use letters, digits, '_' or '-'")
+    root = Path(dataset)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "labels.csv"
+    rows = list(csv.DictReader(path.open(newline=""))) if path.exists() else []
+    row: dict[str, Any] = {"case_id": case_id, "label": label, **{k: ("" if v is None else v) for k, v in (tabular or {}).items()}}
+    if provenance:
+        row["provenance"] = json.dumps(provenance, sort_keys=True)
+    if any(r["case_id"] == case_id for r in rows):
+        n = 2
+        while any(r["case_id"] == f"{case_id}_v{n}" for r in rows):
+            n += 1
+        row["case_id"] = f"{case_id}_v{n}"
+    rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    return path

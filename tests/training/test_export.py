@@ -79,3 +79,27 @@ def test_mask_metrics_against_known_values() -> None:
     assert m["dice"] == pytest.approx(0.5) and m["iou"] == pytest.approx(8 / 24)
     assert m["edited_voxels"] == 16 and m["hd95"] == pytest.approx(2.0)
     assert mask_metrics(a * 0, b * 0)["dice"] == 1.0
+
+
+def test_boxes_go_to_coco_and_classes_to_csv(tmp_path: Path) -> None:
+    import csv
+
+    from napari_medvit.io import ImageMeta
+    from napari_medvit.training.export import export_boxes_coco, export_class_label
+
+    frame = np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    meta = ImageMeta.identity(2, rgb=True)
+    boxes = np.array([[10.0, 20.0, 30.0, 50.0]])  # y0, x0, y1, x1
+    export_boxes_coco(tmp_path / "det", "frame-1", frame, meta, boxes, ["polyp"], [0], provenance={"model": "smca"})
+    second = export_boxes_coco(tmp_path / "det", "frame-1", frame, meta, np.empty((0, 4)), ["polyp"], [])
+    coco = json.loads((tmp_path / "det" / "annotations.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["frame-1.png", "frame-1_v2.png"] and second.exists()
+    assert coco["annotations"] == [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20.0, 10.0, 30.0, 20.0],
+                                    "area": 600.0, "iscrowd": 0}]
+    with pytest.raises(ValueError, match="categories"):
+        export_boxes_coco(tmp_path / "det", "frame-2", frame, meta, boxes, ["lesion"], [0])
+
+    export_class_label(tmp_path / "cls", "case-1", "MCI", tabular={"age": 71.0, "ABETA": None})
+    export_class_label(tmp_path / "cls", "case-1", "CN", tabular={"age": 71.0, "ABETA": 900.0})
+    rows = list(csv.DictReader((tmp_path / "cls" / "labels.csv").open()))
+    assert [(r["case_id"], r["label"], r["ABETA"]) for r in rows] == [("case-1", "MCI", ""), ("case-1_v2", "CN", "900.0")]
