@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from napari_medvit.inference.predictor import Prediction
 
 PREDICTION_KEY = "medvit_prediction"
+ORIGINAL_KEY = "medvit_original"  # the model's own mask, kept beside the layer the user corrects
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -74,8 +75,10 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     layers: list[LayerDataTuple] = []
     if prediction.task == "segment":
         provenance["labels_sha256"] = labels_digest(prediction.labels)
+        provenance["class_names"] = list(prediction.class_names)
         labels_kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
-                                         "metadata": {**meta_entry, PREDICTION_KEY: provenance}, **transform}
+                                         "metadata": {**meta_entry, PREDICTION_KEY: provenance,
+                                                      ORIGINAL_KEY: prediction.labels.copy()}, **transform}
         if prediction.class_names:  # shown in the status bar on hover
             labels_kwargs["features"] = {"index": list(range(len(prediction.class_names))),
                                          "class": list(prediction.class_names)}

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medvit._layers import ORIGINAL_KEY
+from napari_medvit.widgets import CorrectionsWidget, InferenceWidget
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_correct_accept_and_export(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    frame = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    image = viewer.add_image(frame, rgb=True, name="frame 7")
+    runner = InferenceWidget(viewer, model="transfuse_tiny")
+    runner.run(layer=image)
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    mask = next(layer for layer in viewer.layers if ORIGINAL_KEY in layer.metadata)
+
+    widget = CorrectionsWidget(viewer)
+    assert widget.layer.value is mask and widget.case.value == "frame-7"
+    assert widget.last_metrics["edited_voxels"] == 0
+
+    corrected = np.zeros_like(mask.data)
+    corrected[10:30, 20:50] = 1  # the clinician repaints the lesion
+    mask.data = corrected
+    qtbot.waitUntil(lambda: widget.last_metrics.get("edited_voxels", 0) > 0, timeout=5_000)
+    expected = int(np.count_nonzero(mask.metadata[ORIGINAL_KEY] != corrected))
+    assert widget.last_metrics["edited_voxels"] == expected and "Dice" in widget.metrics.value
+
+    widget.accept()
+    assert widget.review.value.startswith("accepted")
+
+    widget.folder.value = tmp_path / "export"
+    case = widget.export()
+    assert case is not None and case.case_id == "frame-7", widget.message.value
+    record = json.loads(case.provenance_file.read_text())
+    assert record["model"] == "transfuse_tiny" and record["reviewed"] is True
+    assert record["original_vs_corrected"]["edited_voxels"] == expected
+    info = json.loads((tmp_path / "export" / "dataset.json").read_text())
+    assert info["labels"] == {"background": 0, "lesion": 1} and info["numTraining"] == 1
+
+    mask.data = np.zeros_like(corrected)  # a second correction of the same case becomes a new version
+    assert widget.export().case_id == "frame-7_v2"
