@@ -6,5 +6,5 @@ bash scripts/setup.sh
 export QT_API=pyqt6
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-export XDG_CONFIG_HOME="$tmp/config" XDG_CACHE_HOME="$tmp/cache" HF_HUB_OFFLINE=1
+export XDG_CONFIG_HOME="$tmp/config" XDG_CACHE_HOME="$tmp/cache" XDG_DATA_HOME="$tmp/data" HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, Pus
 from napari.layers import Labels
 from napari.viewer import Viewer
 
-from napari_medvit._layers import ORIGINAL_KEY, PREDICTION_KEY
+from napari_medvit._layers import ORIGINAL_KEY, PREDICTION_KEY, layer_transform
 from napari_medvit.io.meta import META_KEY, ImageMeta
 
 REVIEW_KEY = "medvit_review"
@@ -47,13 +47,16 @@ class CorrectionsWidget(Container):
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(400)  # after a burst of brush strokes
-        self._timer.timeout.connect(self.update_metrics)
+        self._timer.timeout.connect(self._after_edits)
         self._watched: Labels | None = None
         self.layer.changed.connect(self._watch)
         self.accept_button.changed.connect(self.accept)
         self.export_button.changed.connect(self.export)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._refresh)
+        napari_viewer.layers.events.inserted.connect(self._offer_restore)
+        self.autosave = Label(label="autosave", value="–")
+        self.insert(self.index(self.accept_button), self.autosave)
         self._refresh()
         self._watch()
 
@@ -102,6 +105,56 @@ class CorrectionsWidget(Container):
         self.metrics.value = f"Dice {m['dice']:.3f} · IoU {m['iou']:.3f} · HD95 {hd} · {m['edited_voxels']} edited"
         self.last_metrics = m
         return m
+
+    # -- autosave and restore -------------------------------------------------------------------
+    def _after_edits(self) -> None:
+        self.update_metrics()
+        self.save_now()
+
+    def _source_path(self, layer: Any) -> str | None:
+        entry = layer.metadata.get(META_KEY) or {}
+        return entry.get("source_path") or None
+
+    def save_now(self) -> Any:
+        """Write the current corrections to the session folder of their source image (atomic)."""
+        from napari_medvit.io.session import save_correction
+
+        layer = self.layer.value
+        if layer is None:
+            return None
+        source = self._source_path(layer)
+        if source is None:
+            self.autosave.value = "off: the image was not opened from a file"
+            return None
+        prov = {k: v for k, v in layer.metadata.get(PREDICTION_KEY, {}).items() if not isinstance(v, np.ndarray)}
+        path = save_correction(source, layer.name, np.asarray(layer.data), layer.metadata[ORIGINAL_KEY],
+                               {"provenance": prov, "review": layer.metadata.get(REVIEW_KEY)})
+        self.autosave.value = f"saved {_dt.datetime.now():%H:%M:%S}"
+        return path
+
+    def _offer_restore(self, event: Any) -> None:
+        """Reopening an image brings back its autosaved corrections as Labels layers."""
+        from napari.layers import Image
+        from napari.utils.notifications import show_info
+
+        from napari_medvit.io.session import load_corrections
+
+        layer = event.value
+        source = self._source_path(layer) if isinstance(layer, Image) else None
+        if source is None:
+            return
+        existing = {lay.name for lay in self.viewer.layers}
+        for saved in load_corrections(source):
+            name = f"{saved.name} (autosaved {saved.info.get('saved', '')})"
+            if name in existing or saved.labels.shape != layer.data.shape[: saved.labels.ndim]:
+                continue
+            prov = dict(saved.info.get("provenance") or {})
+            prov["source_layer"] = layer.name
+            metadata = {META_KEY: layer.metadata[META_KEY], PREDICTION_KEY: prov, ORIGINAL_KEY: saved.original}
+            if saved.info.get("review"):
+                metadata[REVIEW_KEY] = saved.info["review"]
+            self.viewer.add_labels(saved.labels, name=name, opacity=0.5, metadata=metadata, **layer_transform(layer))
+            show_info(f"MedViT: restored corrections '{saved.name}' saved {saved.info.get('saved', '')}")
 
     def accept(self, *_: Any) -> None:
         layer = self.layer.value

@@ -46,3 +46,34 @@ def test_correct_accept_and_export(make_napari_viewer, qtbot, tmp_path: Path) ->
 
     mask.data = np.zeros_like(corrected)  # a second correction of the same case becomes a new version
     assert widget.export().case_id == "frame-7_v2"
+
+
+def test_edits_are_autosaved_and_restored_when_the_image_is_reopened(make_napari_viewer, qtbot, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from napari.layers import Image, Labels
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medvit", "endoscopy_polyp")
+    image = next(layer for layer in viewer.layers if isinstance(layer, Image))
+    runner = InferenceWidget(viewer, model="transfuse_tiny")
+    runner.run(layer=image)
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    widget = CorrectionsWidget(viewer)
+    mask = widget.layer.value
+    corrected = np.zeros_like(mask.data)
+    corrected[100:160, 120:220] = 1
+    mask.data = corrected
+    qtbot.waitUntil(lambda: widget.autosave.value.startswith("saved"), timeout=5_000)
+
+    # napari is closed and the image opened again: the correction comes back, aligned with it
+    data, kwargs = image.data, {"metadata": image.metadata, "rgb": True, "name": "reopened"}
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    reopened = viewer.add_image(data, **kwargs)
+    restored = [layer for layer in viewer.layers if isinstance(layer, Labels) and "autosaved" in layer.name]
+    assert len(restored) == 1
+    np.testing.assert_array_equal(restored[0].data, corrected)
+    np.testing.assert_allclose(restored[0].scale, reopened.scale)
+    assert restored[0].metadata[ORIGINAL_KEY].shape == corrected.shape
+    assert widget.layer.value is restored[0]  # ready to go on correcting and exporting
