@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medvit.io import ImageMeta
+from napari_medvit.synthetic import generate_endoscopy_frame
+from napari_medvit.training.export import export_case
+from napari_medvit.training.finetune import (
+    FinetuneConfig,
+    active_checkpoint,
+    finetune,
+    rollback,
+    split,
+    structure_loss,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export") / "Dataset001_polyps"
+    for seed in range(6):
+        f = generate_endoscopy_frame(seed, shape=(96, 128), n_polyps=1)
+        export_case(root, f"frame-{seed}", f.image, ImageMeta.identity(2, rgb=True), f.mask,
+                    label_names={"background": 0, "polyp": 1})
+    return root
+
+
+def run(cfg: FinetuneConfig):
+    gen = finetune(cfg)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_split_is_fixed_by_the_seed() -> None:
+    ids = [f"c{i}" for i in range(10)]
+    assert split(ids, 0.3, 1) == split(ids, 0.3, 1)
+    train, val = split(ids, 0.3, 1)
+    assert len(val) == 3 and not set(train) & set(val)
+
+
+def test_structure_loss_is_small_for_a_perfect_prediction() -> None:
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:20, 8:20] = 1
+    good, bad = structure_loss(mask * 40 - 20, mask), structure_loss(20 - mask * 40, mask)
+    assert float(good) < 0.01 < 1.0 < float(bad)
+
+
+def scripted_scores(monkeypatch, scores: list[float]) -> None:
+    """Validation Dice figures in call order: the baseline first, then one per epoch."""
+    import napari_medvit.training.finetune as ft
+
+    it = iter(scores)
+    monkeypatch.setattr(ft, "dice_score", lambda *a, **k: next(it))
+
+
+def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.20, 0.35, 0.50])
+    out = tmp_path / "run"
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=2,
+                         lr=1e-3, batch_size=2, size=(64, 64), seed=0)
+    events, result = run(cfg)
+    assert [e.kind for e in events] == ["baseline", "epoch", "checkpoint", "epoch", "checkpoint"]
+    assert [e.val_dice for e in events if e.kind != "checkpoint"] == [0.20, 0.35, 0.50]
+    assert (out / "epoch_002.pt").is_file() and all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert result.promoted and result.best_epoch == 2 and result.version.endswith("v1.safetensors")
+    assert active_checkpoint(out) == result.version
+    from napari_medvit.models import create_model
+
+    promoted = create_model("transfuse_tiny", checkpoint=result.version)  # usable at once by the viewer
+    extra = promoted.checkpoint_info.manifest["extra"]
+    assert extra["base_val_dice"] == 0.20 and extra["val_dice"] == 0.50 and len(extra["val_cases"]) == 2
+
+    scripted_scores(monkeypatch, [0.20, 0.60])  # a second run promotes v2; rolling back makes v1 active again
+    cfg.epochs, cfg.resume = 3, True
+    _, second = run(cfg)
+    assert second.version.endswith("v2.safetensors") and active_checkpoint(out) == second.version
+    assert rollback(out, "v1") == result.version and active_checkpoint(out) == result.version
+
+
+def test_resume_continues_after_the_last_epoch(dataset: Path, tmp_path: Path) -> None:
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "r"), model="transfuse_tiny", epochs=1,
+                         batch_size=3, size=(64, 64))
+    run(cfg)
+    cfg.epochs, cfg.resume = 2, True
+    events, result = run(cfg)
+    assert [e.epoch for e in events if e.kind == "epoch"] == [2]
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_promotion_refused_when_validation_gets_worse(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.80, 0.40, 0.30])
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "w"), model="transfuse_tiny", epochs=2,
+                         size=(64, 64), augment=False)
+    _, result = run(cfg)
+    assert not result.promoted and result.version is None
+    assert result.message == ("not promoted: validation Dice 0.400 does not beat the base model's 0.800 on the same "
+                              "2 case(s); the base stays active")
+    assert active_checkpoint(tmp_path / "w") is None
+    assert not list((tmp_path / "w" / "versions").glob("*.safetensors"))
+    with pytest.raises(ValueError, match="no version 'v9'"):
+        rollback(tmp_path / "w", "v9")
+
+
+def test_early_stopping(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.1, 0.5, 0.4, 0.4, 0.4, 0.9])
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "e"), model="transfuse_tiny", epochs=5,
+                         size=(64, 64), patience=2)
+    events, result = run(cfg)
+    assert [e.epoch for e in events if e.kind == "epoch"] == [1, 2, 3] and result.best_epoch == 1
+
+
+def test_bad_export_folders_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no dataset.json"):
+        run(FinetuneConfig(dataset=str(tmp_path), out_dir=str(tmp_path / "o"), model="transfuse_tiny"))
