@@ -1,6 +1,7 @@
 """Headless command line: the same code paths as the viewer, without Qt.
 
     medvit models                                   # list registered models
+    medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume]
     medvit infer IMAGE -o MASK [--model transfuse_s] [--checkpoint FILE] [--device auto] [--precision fp32]
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
@@ -45,6 +46,28 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from napari_medvit.training.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(dataset=args.dataset, out_dir=args.out, model=args.model, checkpoint=args.checkpoint,
+                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
+                         seed=args.seed, size=tuple(args.size) if args.size else None, patience=args.patience,
+                         device=args.device, resume=args.resume)
+    gen = finetune(cfg)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if event.kind == "baseline":
+            print(f"base model: validation Dice {event.val_dice:.3f}")
+        elif event.kind == "epoch":
+            print(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, validation Dice {event.val_dice:.3f}")
+    print(result.message)
+    return 0
+
+
 def _models(_: argparse.Namespace) -> int:
     from napari_medvit.models import get_spec, list_models
 
@@ -66,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_infer)
+    f = sub.add_parser("finetune", help="fine-tune a 2D segmentation model on an export folder (the viewer's code path)")
+    f.add_argument("dataset", help="export folder (dataset.json, imagesTr/, labelsTr/)")
+    f.add_argument("--out", required=True, help="run folder: epoch checkpoints, versions/, active.json")
+    f.add_argument("--model", default="transfuse_s")
+    f.add_argument("--checkpoint", default=None, help="base weights (default: untrained)")
+    f.add_argument("--epochs", type=int, default=10)
+    f.add_argument("--lr", type=float, default=7e-5)
+    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--val-fraction", type=float, default=0.25)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    f.add_argument("--patience", type=int, default=5)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
+    f.set_defaults(func=_finetune)
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)
     return parser

@@ -29,3 +29,22 @@ def test_bad_input_is_a_message_and_exit_code_2(tmp_path: Path, capsys) -> None:
     assert "broken.nii.gz" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "transfuse_s" in capsys.readouterr().out
+
+
+def test_finetune_from_an_export_folder(tmp_path: Path, capsys) -> None:
+    from napari_medvit.io import ImageMeta
+    from napari_medvit.synthetic import generate_endoscopy_frame
+    from napari_medvit.training.export import export_case
+
+    for seed in range(4):
+        f = generate_endoscopy_frame(seed, shape=(64, 96), n_polyps=1)
+        export_case(tmp_path / "ds", f"f{seed}", f.image, ImageMeta.identity(2, rgb=True), f.mask,
+                    label_names={"background": 0, "polyp": 1})
+    assert main(["finetune", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--model", "transfuse_tiny",
+                 "--epochs", "1", "--size", "64", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "base model: validation Dice" in out and "epoch 1: train loss" in out
+    assert ("promoted v1" in out) or ("not promoted" in out)
+    assert (tmp_path / "run" / "epoch_001.pt").is_file()
+    assert main(["finetune", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2"), "--model", "transfuse_tiny"]) == 2
+    assert "no dataset.json" in capsys.readouterr().err
