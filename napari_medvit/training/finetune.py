@@ -57,7 +57,7 @@ class FinetuneConfig:
 
 @dataclass
 class Event:
-    kind: str  # "baseline" | "epoch" | "checkpoint"
+    kind: str  # "baseline" | "step" | "epoch" | "checkpoint"
     epoch: int
     train_loss: float | None = None
     val_dice: float | None = None
@@ -196,6 +196,7 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
             opt.step()
             losses.append(float(loss))
+            yield Event("step", epoch, train_loss=losses[-1])  # lets a GUI show progress and cancel between steps
         val = dice_score(model, xs_v, ms_v)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val})
         ckpt = out / f"epoch_{epoch:03d}.pt"

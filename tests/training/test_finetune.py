@@ -35,7 +35,9 @@ def run(cfg: FinetuneConfig):
     events = []
     while True:
         try:
-            events.append(next(gen))
+            event = next(gen)
+            if event.kind != "step":
+                events.append(event)
         except StopIteration as stop:
             return events, stop.value
 

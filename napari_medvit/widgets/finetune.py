@@ -1,0 +1,149 @@
+"""Dock widget "MedViT fine-tune": train on exported corrections with live curves, promote safely."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyqtgraph as pg
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.qt.threading import create_worker
+from napari.viewer import Viewer
+
+from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets.inference import InferenceWidget, RunFailed
+
+
+def _guarded(gen):
+    try:
+        return (yield from gen)
+    except RuntimeError as exc:  # superqt would swallow it silently
+        raise RunFailed(str(exc)) from exc
+
+
+class TrainingCurves(pg.PlotWidget):
+    """Mean training loss and validation Dice per epoch; the base model's Dice as a dashed line."""
+
+    def __init__(self) -> None:
+        super().__init__(background=None)
+        self.setMinimumHeight(180)
+        self.addLegend(offset=(5, 5))
+        self.getPlotItem().setLabel("bottom", "epoch")
+        self.loss = self.plot([], [], pen=pg.mkPen(230, 140, 60, width=2), symbol="s", symbolSize=5, name="train loss")
+        self.dice = self.plot([], [], pen=pg.mkPen(80, 160, 230, width=2), symbol="o", symbolSize=6, name="val Dice")
+        self.base = self.plot([], [], pen=pg.mkPen(150, 150, 150, style=pg.QtCore.Qt.PenStyle.DashLine),
+                              name="base Dice")
+        self.epochs: list[tuple[int, float, float]] = []
+
+    def reset(self) -> None:
+        self.epochs = []
+        for curve in (self.loss, self.dice, self.base):
+            curve.setData([], [])
+
+    def add_epoch(self, epoch: int, dice: float, loss: float) -> None:
+        self.epochs.append((epoch, dice, loss))
+        xs = [e[0] for e in self.epochs]
+        self.dice.setData(xs, [e[1] for e in self.epochs])
+        self.loss.setData(xs, [e[2] for e in self.epochs])
+
+    def set_base(self, dice: float, epochs: int) -> None:
+        self.base.setData([0, max(epochs, 1)], [dice, dice])
+
+
+class FinetuneWidget(Container):
+    def __init__(self, napari_viewer: Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.dataset = FileEdit(label="export folder", mode="d", value="")
+        self.out = FileEdit(label="run folder", mode="d", value="")
+        self.model = ComboBox(label="model", choices=[(get_spec(n).display_name, n) for n in list_models()
+                                                      if get_spec(n).family == "transfuse"], value="transfuse_s")
+        self.base = FileEdit(label="base checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value="")
+        self.epochs = SpinBox(label="epochs", min=1, max=1000, value=10)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-7, max=1.0, step=1e-5, value=7e-5)
+        self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
+        self.val = FloatSpinBox(label="validation fraction", min=0.05, max=0.9, step=0.05, value=0.25)
+        self.seed = SpinBox(label="split seed", min=0, max=10_000, value=0)
+        self.augment = CheckBox(text="augment (flips)", value=True)
+        self.resume = CheckBox(text="resume the run in the run folder", value=False)
+        self.start_button = PushButton(text="Start fine-tuning")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="status", value="idle")
+        self.extend([self.dataset, self.out, self.model, self.base, self.epochs, self.lr, self.batch, self.val,
+                     self.seed, self.augment, self.resume, self.start_button, self.cancel_button, self.status])
+        self.curves = TrainingCurves()
+        self.native.layout().addWidget(self.curves)
+        self.start_button.changed.connect(lambda: self.start())
+        self.cancel_button.changed.connect(self.cancel)
+        self.worker: Any = None
+        self.result: Any = None
+        self._steps = 0
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _path(self, edit: FileEdit) -> str:
+        value = str(edit.value or "")
+        return "" if value in ("", ".") else value
+
+    def start(self) -> Any:
+        from napari_medvit.training.finetune import FinetuneConfig, finetune
+
+        if self.running:
+            return None
+        if not self._path(self.dataset) or not self._path(self.out):
+            self.status.value = "choose the export folder and a run folder"
+            return None
+        cfg = FinetuneConfig(dataset=self._path(self.dataset), out_dir=self._path(self.out), model=self.model.value,
+                             checkpoint=self._path(self.base) or None, epochs=int(self.epochs.value),
+                             lr=float(self.lr.value), batch_size=int(self.batch.value),
+                             val_fraction=float(self.val.value), seed=int(self.seed.value),
+                             augment=bool(self.augment.value), resume=bool(self.resume.value))
+        self.curves.reset()
+        self._steps = 0
+        self.result = None
+        self.status.value = "loading the cases and scoring the base model…"
+        self.start_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = create_worker(lambda: (yield from _guarded(finetune(cfg))), _start_thread=False, _connect={
+            "yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
+            "aborted": lambda: setattr(self.status, "value", "cancelled; the epoch checkpoints so far are kept"),
+            "finished": self._on_finished})
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.status.value = "cancelling…"
+            self.worker.quit()
+
+    def _on_event(self, event: Any) -> None:
+        if event.kind == "baseline":
+            self.curves.set_base(event.val_dice, int(self.epochs.value))
+            self.status.value = f"base model: validation Dice {event.val_dice:.3f}"
+        elif event.kind == "step":
+            self._steps += 1
+            self.status.value = f"epoch {event.epoch}, step {self._steps}: loss {event.train_loss:.3f}"
+        elif event.kind == "epoch":
+            self._steps = 0
+            self.curves.add_epoch(event.epoch, event.val_dice, event.train_loss)
+            self.status.value = (f"epoch {event.epoch}/{self.epochs.value}: loss {event.train_loss:.3f}, "
+                                 f"validation Dice {event.val_dice:.3f}")
+
+    def _on_done(self, result: Any) -> None:
+        self.result = result
+        self.status.value = result.message
+        if result.promoted:
+            for widget in self._inference_widgets():
+                widget.model.value = self.model.value
+                widget.use_checkpoint(result.version)
+
+    def _inference_widgets(self) -> list[InferenceWidget]:
+        docks = getattr(self.viewer.window, "dock_widgets", {})
+        return [w for w in docks.values() if isinstance(w, InferenceWidget)]
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.value = f"failed: {exc}"
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.start_button.enabled, self.cancel_button.enabled = True, False

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medvit.io import ImageMeta
+from napari_medvit.synthetic import generate_endoscopy_frame
+from napari_medvit.training.export import export_case
+from napari_medvit.widgets import FinetuneWidget, InferenceWidget
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
+    import napari_medvit.training.finetune as ft
+
+    for seed in range(4):
+        f = generate_endoscopy_frame(seed, shape=(64, 96), n_polyps=1)
+        export_case(tmp_path / "ds", f"f{seed}", f.image, ImageMeta.identity(2, rgb=True), f.mask,
+                    label_names={"background": 0, "polyp": 1})
+    scores = iter([0.1, 0.3, 0.6])  # baseline, epoch 1, epoch 2: the run must be promoted
+    monkeypatch.setattr(ft, "dice_score", lambda *a, **k: next(scores))
+
+    viewer = make_napari_viewer()
+    _, inference = viewer.window.add_plugin_dock_widget("napari-medvit", "MedViT inference")
+    widget = FinetuneWidget(viewer)
+    widget.dataset.value, widget.out.value = tmp_path / "ds", tmp_path / "run"
+    widget.model.value, widget.epochs.value, widget.batch.value = "transfuse_tiny", 2, 2
+    assert widget.start() is not None and widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert widget.result.promoted, widget.status.value
+    assert [(e, d) for e, d, _ in widget.curves.epochs] == [(1, 0.3), (2, 0.6)]
+    assert widget.status.value.startswith("promoted v1")
+    # the inference widget now uses the new version, without restarting napari
+    assert inference.model.value == "transfuse_tiny"
+    assert inference._checkpoint_path() == widget.result.version
+
+
+def test_missing_folders_are_said(make_napari_viewer) -> None:
+    widget = FinetuneWidget(make_napari_viewer())
+    assert widget.start() is None and "choose the export folder" in widget.status.value
