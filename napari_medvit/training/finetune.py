@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_medvit.inference import resolve_device
 from napari_medvit.io import atomic_write, read_image
 from napari_medvit.models import create_model
 from napari_medvit.models.checkpoint import Manifest, file_sha256, save_checkpoint
@@ -160,11 +161,12 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
     torch.manual_seed(cfg.seed)
     cases = load_cases(cfg.dataset)
     train_idx, val_idx = split([c[0] for c in cases], cfg.val_fraction, cfg.seed)
-    base = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.config_overrides)
+    device = resolve_device(cfg.device)
+    base = create_model(cfg.model, checkpoint=cfg.checkpoint, **cfg.config_overrides).to(device)
     pre = base.medvit_spec.preprocessing
     size = tuple(cfg.size or pre.get("resize") or (192, 256))
-    xs_t, ms_t = _tensors(cases, train_idx, size, pre["mean"], pre["std"])
-    xs_v, ms_v = _tensors(cases, val_idx, size, pre["mean"], pre["std"])
+    xs_t, ms_t = (t.to(device) for t in _tensors(cases, train_idx, size, pre["mean"], pre["std"]))
+    xs_v, ms_v = (t.to(device) for t in _tensors(cases, val_idx, size, pre["mean"], pre["std"]))
     base_dice = dice_score(base, xs_v, ms_v)
     yield Event("baseline", 0, val_dice=base_dice)
 
@@ -174,7 +176,7 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
     start = 1
     last = sorted(out.glob("epoch_*.pt"))
     if cfg.resume and last:
-        state = torch.load(last[-1], map_location="cpu", weights_only=True)
+        state = torch.load(last[-1], map_location=device, weights_only=True)
         model.load_state_dict(strip_module_prefix(state["model"]))
         opt.load_state_dict(state["optimizer"])
         history = [dict(h) for h in state["history"]]
@@ -183,7 +185,7 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
     gen = torch.Generator().manual_seed(cfg.seed + start)
     for epoch in range(start, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(len(xs_t), generator=gen)
+        order = torch.randperm(len(xs_t), generator=gen).to(device)
         losses = []
         for b in range(0, len(order), cfg.batch_size):
             idx = order[b:b + cfg.batch_size]
@@ -215,8 +217,9 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
         return FinetuneResult(False, base_dice, best_dice, int(best["epoch"]) if best else 0, None,
                               f"not promoted: validation Dice {best_dice:.3f} does not beat the base model's "
                               f"{base_dice:.3f} on the same {len(val_idx)} case(s); the base stays active", history)
-    weights = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"]
+    weights = torch.load(out / "best.pt", map_location=device, weights_only=True)["model"]
     model.load_state_dict(weights)
+    model.cpu()
     n = len(list((out / "versions").glob("v*.safetensors"))) + 1
     version = out / "versions" / f"v{n}.safetensors"
     manifest = Manifest(

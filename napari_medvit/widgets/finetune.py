@@ -10,14 +10,7 @@ from napari.qt.threading import create_worker
 from napari.viewer import Viewer
 
 from napari_medvit.models import get_spec, list_models
-from napari_medvit.widgets.inference import InferenceWidget, RunFailed
-
-
-def _guarded(gen):
-    try:
-        return (yield from gen)
-    except RuntimeError as exc:  # superqt would swallow it silently
-        raise RunFailed(str(exc)) from exc
+from napari_medvit.widgets.inference import InferenceWidget, guard_runtime_errors
 
 
 class TrainingCurves(pg.PlotWidget):
@@ -104,7 +97,7 @@ class FinetuneWidget(Container):
         self.result = None
         self.status.value = "loading the cases and scoring the base model…"
         self.start_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = create_worker(lambda: (yield from _guarded(finetune(cfg))), _start_thread=False, _connect={
+        self.worker = create_worker(lambda: (yield from guard_runtime_errors(finetune(cfg))), _start_thread=False, _connect={
             "yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
             "aborted": lambda: setattr(self.status, "value", "cancelled; the epoch checkpoints so far are kept"),
             "finished": self._on_finished})

@@ -69,13 +69,18 @@ class RunFailed(Exception):
     """
 
 
+def guard_runtime_errors(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Delegate to ``gen``; a RuntimeError it raises comes out as :class:`RunFailed`."""
+    try:
+        return (yield from gen)
+    except RuntimeError as exc:
+        raise RunFailed(str(exc)) from exc
+
+
 def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
              tabular: dict[str, float | None] | None = None) -> Generator[Any, None, tuple[Any, Any]]:
     """Worker body: build the model if needed, then yield the predictor's progress events."""
-    try:
-        return (yield from _compute_steps(predictor, key, data, meta, tabular))
-    except RuntimeError as exc:
-        raise RunFailed(str(exc)) from exc
+    return (yield from guard_runtime_errors(_compute_steps(predictor, key, data, meta, tabular)))
 
 
 def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
