@@ -120,21 +120,25 @@ def _limits(data: np.ndarray) -> tuple[float, float]:
     return (0.0, 1.0) if hi > 0.5 else (0.0, hi if hi > 0 else 1.0)
 
 
+def class_name(prediction: Prediction, index: int) -> str:
+    """The name of class ``index``, or "class N" when the model has no names for it."""
+    names = prediction.class_names
+    return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
 def _top_class(prediction: Prediction) -> str:
     p = np.asarray(prediction.probabilities)
     if p.ndim != 1:
         return ""
     i = int(p.argmax())
-    name = prediction.class_names[i] if i < len(prediction.class_names) else f"class {i}"
-    return f"{name} ({p[i]:.1%})"
+    return f"{class_name(prediction, i)} ({p[i]:.1%})"
 
 
 def top_k(prediction: Prediction, k: int = 5, index: tuple[int, ...] = ()) -> list[tuple[str, float]]:
     """The k most probable classes (name, probability) of a classification, at ``index`` for volumes."""
     p = np.asarray(prediction.probabilities)[index]
     order = np.argsort(p)[::-1][:k]
-    names = prediction.class_names
-    return [(names[i] if i < len(names) else f"class {i}", float(p[i])) for i in order]
+    return [(class_name(prediction, int(i)), float(p[i])) for i in order]
 
 
 def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.ndarray], dict[str, list[Any]]]:
@@ -146,11 +150,9 @@ def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.nd
     for i in keep:
         y0, x0, y1, x1 = (float(v) for v in prediction.boxes[i])
         rects.append(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=np.float32))
-    names = prediction.class_names
     features = {
         "query": keep,
-        "class": [names[int(prediction.labels[i])] if int(prediction.labels[i]) < len(names) else str(prediction.labels[i])
-                  for i in keep],
+        "class": [class_name(prediction, int(prediction.labels[i])) for i in keep],
         "score": [float(scores[i]) for i in keep],
     }
     return rects, features

@@ -60,7 +60,7 @@ def test_hooks_are_removed_and_fused_attention_restored(model) -> None:
     x = torch.randn(1, 3, 240, 240)
     with torch.no_grad():
         ref = model(x)
-        with CrossViTAttention(model) as cap:
+        with CrossViTAttention(model):
             out = model(x)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)  # the explicit path gives the same logits
     assert attn.fused_attn == before

@@ -14,7 +14,7 @@ from napari_medvit.models import create_model
 from napari_medvit.models.checkpoint import Manifest, save_checkpoint
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.export import mask_metrics
-from napari_medvit.widgets import CorrectionsWidget, FinetuneWidget, InferenceWidget
+from napari_medvit.widgets import CorrectionsWidget, FinetuneWidget
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from napari_medvit.io import ImageMeta
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.export import export_case
-from napari_medvit.widgets import FinetuneWidget, InferenceWidget
+from napari_medvit.widgets import FinetuneWidget
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
