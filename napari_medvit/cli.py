@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_medvit.inference.options import DEVICES, PRECISIONS
+from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def _finetune(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(dataset=args.dataset, out_dir=args.out, model=args.model, checkpoint=args.checkpoint,
                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
                          seed=args.seed, size=tuple(args.size) if args.size else None, patience=args.patience,
-                         device=args.device, resume=args.resume)
+                         augment=args.augment, device=args.device, precision=args.precision, resume=args.resume)
     gen = finetune(cfg)
     while True:
         try:
@@ -61,9 +61,10 @@ def _finetune(args: argparse.Namespace) -> int:
             result = stop.value
             break
         if event.kind == "baseline":
-            print(f"base model: validation Dice {event.val_dice:.3f}")
+            print(f"base model: validation {event.metric} {event.val_metric:.3f}")
         elif event.kind == "epoch":
-            print(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, validation Dice {event.val_dice:.3f}")
+            print(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, validation {event.metric} "
+                  f"{event.val_metric:.3f}")
     print(result.message)
     return 0
 
@@ -95,13 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default="transfuse_s")
     f.add_argument("--checkpoint", default=None, help="base weights (default: untrained)")
     f.add_argument("--epochs", type=int, default=10)
-    f.add_argument("--lr", type=float, default=7e-5)
+    f.add_argument("--lr", type=float, default=None, help="default: the paper's rate for the task")
     f.add_argument("--batch-size", type=int, default=4)
     f.add_argument("--val-fraction", type=float, default=0.25)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
     f.add_argument("--patience", type=int, default=5)
-    f.add_argument("--device", default="cpu")
+    f.add_argument("--augment", default="standard", choices=AUGMENTATIONS)
+    f.add_argument("--device", default="cpu", choices=DEVICES)
+    f.add_argument("--precision", default="fp32", choices=PRECISIONS)
     f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
     f.set_defaults(func=_finetune)
     m = sub.add_parser("models", help="list the registered models")

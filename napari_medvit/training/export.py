@@ -202,26 +202,48 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     return root / "images" / name
 
 
-def export_class_label(dataset: str | Path, case_id: str, label: str, *, tabular: dict[str, float | None] | None = None,
+def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: np.ndarray | None = None,
+                       meta: ImageMeta | None = None, tabular: dict[str, float | None] | None = None,
                        provenance: dict[str, Any] | None = None) -> Path:
-    """Append a case's corrected class (and DAFT's tabular row) to ``labels.csv``; rewritten atomically."""
+    """Add a case's corrected class (and DAFT's tabular row) to ``labels.csv``, rewritten atomically.
+
+    With ``image`` and ``meta`` the image is written to ``images/<case_id>.png`` (2D) or
+    ``images/<case_id>.nii.gz`` (3D, source geometry) and the row's ``image`` column names it
+    (relative to the folder), so the folder can be trained on. Columns: ``case_id``, ``label``,
+    ``image``, the tabular variables (empty = missing), ``provenance`` (JSON). A case id already
+    present is versioned (``_v2`` ...), never overwritten.
+    """
     import csv
     import io
 
     if not _CASE.match(case_id):
         raise ValueError(f"case id {case_id!r}: use letters, digits, '_' or '-'")
+    if (image is None) != (meta is None):
+        raise ValueError("export_class_label: give both image and meta, or neither")
     root = Path(dataset)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "labels.csv"
     rows = list(csv.DictReader(path.open(newline=""))) if path.exists() else []
-    row: dict[str, Any] = {"case_id": case_id, "label": label, **{k: ("" if v is None else v) for k, v in (tabular or {}).items()}}
-    if provenance:
-        row["provenance"] = json.dumps(provenance, sort_keys=True)
     if any(r["case_id"] == case_id for r in rows):
         n = 2
         while any(r["case_id"] == f"{case_id}_v{n}" for r in rows):
             n += 1
-        row["case_id"] = f"{case_id}_v{n}"
+        case_id = f"{case_id}_v{n}"
+    row: dict[str, Any] = {"case_id": case_id, "label": label, "image": ""}
+    if image is not None and meta is not None:
+        (root / "images").mkdir(exist_ok=True)
+        if meta.ndim == 2:
+            import skimage.io
+
+            target = root / "images" / f"{case_id}.png"
+            atomic_write(target, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
+        else:
+            target = root / "images" / f"{case_id}.nii.gz"
+            _write_nifti_image(target, np.asarray(image), meta)
+        row["image"] = f"images/{target.name}"
+    row.update({k: ("" if v is None else v) for k, v in (tabular or {}).items()})
+    if provenance:
+        row["provenance"] = json.dumps(provenance, sort_keys=True)
     rows.append(row)
     fields = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()

@@ -9,6 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari.qt.threading import create_worker
 from napari.viewer import Viewer
 
+from napari_medvit.inference.options import AUGMENTATIONS
 from napari_medvit.models import get_spec, list_models
 from napari_medvit.widgets.inference import InferenceWidget, guard_runtime_errors
 
@@ -56,7 +57,7 @@ class FinetuneWidget(Container):
         self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
         self.val = FloatSpinBox(label="validation fraction", min=0.05, max=0.9, step=0.05, value=0.25)
         self.seed = SpinBox(label="split seed", min=0, max=10_000, value=0)
-        self.augment = CheckBox(text="augment (flips)", value=True)
+        self.augment = ComboBox(label="augmentation", choices=list(AUGMENTATIONS), value="standard")
         self.resume = CheckBox(text="resume the run in the run folder", value=False)
         self.start_button = PushButton(text="Start fine-tuning")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -91,7 +92,7 @@ class FinetuneWidget(Container):
                              checkpoint=self._path(self.base) or None, epochs=int(self.epochs.value),
                              lr=float(self.lr.value), batch_size=int(self.batch.value),
                              val_fraction=float(self.val.value), seed=int(self.seed.value),
-                             augment=bool(self.augment.value), resume=bool(self.resume.value))
+                             augment=str(self.augment.value), resume=bool(self.resume.value))
         self.curves.reset()
         self._steps = 0
         self.result = None
@@ -111,16 +112,16 @@ class FinetuneWidget(Container):
 
     def _on_event(self, event: Any) -> None:
         if event.kind == "baseline":
-            self.curves.set_base(event.val_dice, int(self.epochs.value))
-            self.status.value = f"base model: validation Dice {event.val_dice:.3f}"
+            self.curves.set_base(event.val_metric, int(self.epochs.value))
+            self.status.value = f"base model: validation {event.metric} {event.val_metric:.3f}"
         elif event.kind == "step":
             self._steps += 1
             self.status.value = f"epoch {event.epoch}, step {self._steps}: loss {event.train_loss:.3f}"
         elif event.kind == "epoch":
             self._steps = 0
-            self.curves.add_epoch(event.epoch, event.val_dice, event.train_loss)
+            self.curves.add_epoch(event.epoch, event.val_metric, event.train_loss)
             self.status.value = (f"epoch {event.epoch}/{self.epochs.value}: loss {event.train_loss:.3f}, "
-                                 f"validation Dice {event.val_dice:.3f}")
+                                 f"validation {event.metric} {event.val_metric:.3f}")
 
     def _on_done(self, result: Any) -> None:
         self.result = result

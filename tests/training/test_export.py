@@ -100,6 +100,10 @@ def test_boxes_go_to_coco_and_classes_to_csv(tmp_path: Path) -> None:
         export_boxes_coco(tmp_path / "det", "frame-2", frame, meta, boxes, ["lesion"], [0])
 
     export_class_label(tmp_path / "cls", "case-1", "MCI", tabular={"age": 71.0, "ABETA": None})
-    export_class_label(tmp_path / "cls", "case-1", "CN", tabular={"age": 71.0, "ABETA": 900.0})
+    export_class_label(tmp_path / "cls", "case-1", "CN", image=frame, meta=meta, tabular={"age": 71.0, "ABETA": 900.0})
     rows = list(csv.DictReader((tmp_path / "cls" / "labels.csv").open()))
-    assert [(r["case_id"], r["label"], r["ABETA"]) for r in rows] == [("case-1", "MCI", ""), ("case-1_v2", "CN", "900.0")]
+    assert [(r["case_id"], r["label"], r["ABETA"], r["image"]) for r in rows] == [
+        ("case-1", "MCI", "", ""), ("case-1_v2", "CN", "900.0", "images/case-1_v2.png")]
+    from napari_medvit.io import read_image
+
+    assert np.array_equal(read_image(tmp_path / "cls" / "images" / "case-1_v2.png")[0], frame)

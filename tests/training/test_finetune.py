@@ -9,14 +9,8 @@ import torch
 from napari_medvit.io import ImageMeta
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.export import export_case
-from napari_medvit.training.finetune import (
-    FinetuneConfig,
-    active_checkpoint,
-    finetune,
-    rollback,
-    split,
-    structure_loss,
-)
+from napari_medvit.training.finetune import FinetuneConfig, active_checkpoint, finetune, rollback, split
+from napari_medvit.training.seg2d import structure_loss
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +51,10 @@ def test_structure_loss_is_small_for_a_perfect_prediction() -> None:
 
 def scripted_scores(monkeypatch, scores: list[float]) -> None:
     """Validation Dice figures in call order: the baseline first, then one per epoch."""
-    import napari_medvit.training.finetune as ft
+    from napari_medvit.training.seg2d import Segment2DTask
 
     it = iter(scores)
-    monkeypatch.setattr(ft, "dice_score", lambda *a, **k: next(it))
+    monkeypatch.setattr(Segment2DTask, "evaluate", lambda *a, **k: next(it))
 
 
 def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_path: Path, monkeypatch) -> None:
@@ -70,7 +64,7 @@ def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_p
                          lr=1e-3, batch_size=2, size=(64, 64), seed=0)
     events, result = run(cfg)
     assert [e.kind for e in events] == ["baseline", "epoch", "checkpoint", "epoch", "checkpoint"]
-    assert [e.val_dice for e in events if e.kind != "checkpoint"] == [0.20, 0.35, 0.50]
+    assert [e.val_metric for e in events if e.kind != "checkpoint"] == [0.20, 0.35, 0.50]
     assert (out / "epoch_002.pt").is_file() and all(np.isfinite(h["train_loss"]) for h in result.history)
     assert result.promoted and result.best_epoch == 2 and result.version.endswith("v1.safetensors")
     assert active_checkpoint(out) == result.version
@@ -78,7 +72,7 @@ def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_p
 
     promoted = create_model("transfuse_tiny", checkpoint=result.version)  # usable at once by the viewer
     extra = promoted.checkpoint_info.manifest["extra"]
-    assert extra["base_val_dice"] == 0.20 and extra["val_dice"] == 0.50 and len(extra["val_cases"]) == 2
+    assert extra["base_val_metric"] == 0.20 and extra["val_metric"] == 0.50 and len(extra["val_cases"]) == 2
 
     scripted_scores(monkeypatch, [0.20, 0.60])  # a second run promotes v2; rolling back makes v1 active again
     cfg.epochs, cfg.resume = 3, True
@@ -100,7 +94,7 @@ def test_resume_continues_after_the_last_epoch(dataset: Path, tmp_path: Path) ->
 def test_promotion_refused_when_validation_gets_worse(dataset: Path, tmp_path: Path, monkeypatch) -> None:
     scripted_scores(monkeypatch, [0.80, 0.40, 0.30])
     cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "w"), model="transfuse_tiny", epochs=2,
-                         size=(64, 64), augment=False)
+                         size=(64, 64), augment="none")
     _, result = run(cfg)
     assert not result.promoted and result.version is None
     assert result.message == ("not promoted: validation Dice 0.400 does not beat the base model's 0.800 on the same "

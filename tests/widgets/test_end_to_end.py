@@ -51,7 +51,7 @@ def test_correct_export_finetune_promote_and_the_prediction_moves_toward_the_cor
     tuner = FinetuneWidget(viewer)
     tuner.dataset.value, tuner.out.value, tuner.base.value = tmp_path / "export", tmp_path / "run", base_ckpt
     tuner.model.value, tuner.epochs.value, tuner.batch.value, tuner.lr.value = "transfuse_tiny", 15, 2, 3e-3
-    tuner.augment.value = False
+    tuner.augment.value = "none"
     tuner.start()
     qtbot.waitUntil(lambda: not tuner.running, timeout=240_000)
     assert tuner.result is not None and tuner.result.promoted, tuner.status.value

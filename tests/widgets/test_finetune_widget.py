@@ -13,14 +13,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
-    import napari_medvit.training.finetune as ft
+    from napari_medvit.training.seg2d import Segment2DTask
 
     for seed in range(4):
         f = generate_endoscopy_frame(seed, shape=(64, 96), n_polyps=1)
         export_case(tmp_path / "ds", f"f{seed}", f.image, ImageMeta.identity(2, rgb=True), f.mask,
                     label_names={"background": 0, "polyp": 1})
     scores = iter([0.1, 0.3, 0.6])  # baseline, epoch 1, epoch 2: the run must be promoted
-    monkeypatch.setattr(ft, "dice_score", lambda *a, **k: next(scores))
+    monkeypatch.setattr(Segment2DTask, "evaluate", lambda *a, **k: next(scores))
 
     viewer = make_napari_viewer()
     _, inference = viewer.window.add_plugin_dock_widget("napari-medvit", "MedViT inference")

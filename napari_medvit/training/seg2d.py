@@ -1,0 +1,127 @@
+"""Fine-tuning task for 2D segmentation (TransFuse family) on a PNG export folder.
+
+Loss as in the official TransFuse ISIC script: the PraNet structure loss (boundary-weighted BCE +
+weighted IoU) on ``map_2``, ``map_1`` and ``map_x`` with weights 0.5 / 0.3 / 0.2; Adam with betas
+(0.5, 0.999), learning rate 7e-5 and gradient clipping at norm 2.0. Validation metric: mean Dice
+of ``sigmoid(map_2) > 0.5`` (an empty mask predicted empty counts 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_medvit.io import read_image
+from napari_medvit.training.augment import augment_2d
+from napari_medvit.training.tasks import Task, split
+from napari_medvit.transforms import scale_to_unit
+
+
+def structure_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """TransFuse/PraNet structure loss: boundary-weighted BCE + weighted IoU, averaged over the batch."""
+    weit = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    wbce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    wbce = (weit * wbce).sum(dim=(2, 3)) / weit.sum(dim=(2, 3))
+    pred = torch.sigmoid(logits)
+    inter = (pred * mask * weit).sum(dim=(2, 3))
+    union = ((pred + mask) * weit).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return (wbce + wiou).mean()
+
+
+def transfuse_loss(out: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    return 0.5 * structure_loss(out["map_2"], mask) + 0.3 * structure_loss(out["map_1"], mask) + \
+        0.2 * structure_loss(out["map_x"], mask)
+
+
+def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(case id, RGB frame, binary mask) for every case of a 2D export folder."""
+    root = Path(dataset)
+    info_path = root / "dataset.json"
+    if not info_path.is_file():
+        raise ValueError(f"{root}: no dataset.json — export corrected masks into this folder first")
+    info = json.loads(info_path.read_text())
+    if info.get("file_ending") != ".png":
+        raise ValueError(f"{root}: fine-tuning 2D models needs PNG frames, the folder holds {info.get('file_ending')}")
+    cases = []
+    for label_file in sorted((root / "labelsTr").glob("*.png")):
+        case = label_file.name[: -len(".png")]
+        image_file = root / "imagesTr" / f"{case}_0000.png"
+        if not image_file.is_file():
+            raise ValueError(f"{root}: case {case} has labels but no image {image_file.name}")
+        image, _ = read_image(image_file)
+        labels, _ = read_image(label_file)
+        cases.append((case, image, (labels > 0).astype(np.float32)))
+    if len(cases) < 2:
+        raise ValueError(f"{root}: {len(cases)} case(s); fine-tuning needs at least 2 (training and validation)")
+    return cases
+
+
+def to_tensors(cases: list[tuple[str, np.ndarray, np.ndarray]], idx: list[int], size: tuple[int, int], mean: Any,
+               std: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    images, masks = [], []
+    for i in idx:
+        _, image, mask = cases[i]
+        x = torch.from_numpy(scale_to_unit(image[..., :3] if image.ndim == 3 else image, rgb=image.ndim == 3))
+        x = x.permute(2, 0, 1) if x.ndim == 3 else x[None].expand(3, -1, -1)
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        images.append((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
+        masks.append(F.interpolate(torch.from_numpy(mask)[None, None], size=size, mode="nearest")[0])
+    return torch.stack(images), torch.stack(masks)
+
+
+@torch.no_grad()
+def dice_score(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean Dice of ``sigmoid(model(x)) > 0.5`` (an empty mask predicted empty counts 1)."""
+    model.eval()
+    scores = []
+    for x, m in zip(images, masks):
+        pred = (torch.sigmoid(model(x[None])) > 0.5).float()[0]
+        inter, total = float((pred * m).sum()), float(pred.sum() + m.sum())
+        scores.append(1.0 if total == 0 else 2 * inter / total)
+    return float(np.mean(scores))
+
+
+class Segment2DTask(Task):
+    metric = "Dice"
+    default_lr = 7e-5
+    clip_norm = 2.0
+
+    def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *, val_fraction: float,
+                 seed: int, size: tuple[int, ...] | None, augment: str) -> None:
+        super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
+        cases = load_cases(dataset)
+        train_idx, val_idx = split([c[0] for c in cases], val_fraction, seed)
+        pre = self.spec.preprocessing
+        self.size = tuple(size or pre.get("resize") or (192, 256))
+        self.train_ids = [cases[i][0] for i in train_idx]
+        self.val_ids = [cases[i][0] for i in val_idx]
+        self.xs_t, self.ms_t = (t.to(device) for t in to_tensors(cases, train_idx, self.size, pre["mean"], pre["std"]))
+        self.xs_v, self.ms_v = (t.to(device) for t in to_tensors(cases, val_idx, self.size, pre["mean"], pre["std"]))
+
+    def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, (m,) = augment_2d(self.xs_t[idx], [self.ms_t[idx]], gen, self.augment)
+        return x, m
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, m = batch
+        out = model.forward_all(x)
+        return transfuse_loss(out, m)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        return dice_score(model, self.xs_v, self.ms_v)
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "size": list(self.size)}
+
+
+TASK = Segment2DTask

@@ -1,0 +1,110 @@
+"""What the fine-tuning loop needs from a task kind: data, loss, validation metric, optimiser.
+
+A :class:`Task` holds one export folder's cases, already split (fixed seed) into training and
+validation, and knows how to
+
+- build a training batch from case indices (``batch``), with augmentation when asked;
+- compute the paper's loss for that batch (``loss``);
+- score a model on the validation cases (``evaluate``), higher is better, named by ``metric``;
+- make the optimiser of the official training script (``optimizer``) and its gradient clip norm.
+
+:func:`make_task` picks the task from the model's registry entry and the export folder's layout:
+
+========================  ==============================  ==========================================
+model task                export layout                   module
+========================  ==============================  ==========================================
+segment, 2D (TransFuse)   dataset.json + PNG imagesTr     :mod:`napari_medvit.training.seg2d`
+segment, 3D (MONAI nets)  dataset.json + NIfTI imagesTr   :mod:`napari_medvit.training.seg3d`
+classify (CrossViT, timm, labels.csv + images/            :mod:`napari_medvit.training.classify`
+DAFT with tabular rows)
+detect (SMCA-DETR)        annotations.json (COCO)         :mod:`napari_medvit.training.detection`
+========================  ==============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medvit.inference.options import AUGMENTATIONS
+
+
+def split(case_ids: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed, seeded split: the same ids and seed always give the same validation cases."""
+    if len(case_ids) < 2:
+        raise ValueError(f"{len(case_ids)} case(s); fine-tuning needs at least 2 (training and validation)")
+    order = np.random.default_rng(seed).permutation(len(case_ids))
+    n_val = min(max(1, int(round(len(case_ids) * val_fraction))), len(case_ids) - 1)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+class Task:
+    """Base class; see the module docstring. Subclasses set ``metric`` and fill the id lists."""
+
+    metric: str = "metric"
+    default_lr: float = 1e-4
+    clip_norm: float | None = None
+
+    def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *,
+                 val_fraction: float, seed: int, size: tuple[int, ...] | None, augment: str) -> None:
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+        self.dataset = Path(dataset)
+        self.device = device
+        self.augment = augment
+        self.spec = model.medvit_spec
+        self.train_ids: list[str] = []
+        self.val_ids: list[str] = []
+        self.class_names: list[str] | None = None  # set when the data defines the classes (manifest)
+
+    @classmethod
+    def model_overrides(cls, dataset: str | Path, spec: Any) -> dict[str, Any]:
+        """Configuration the data imposes on the model (e.g. the number of classes); the user's win."""
+        return {}
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_ids)
+
+    def batch(self, idx: list[int], gen: torch.Generator) -> Any:
+        """A training batch (on the task's device) of the training cases ``idx``."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        """The validation metric of ``model`` on the validation cases (higher is better)."""
+        raise NotImplementedError
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+
+    def summary(self) -> dict[str, Any]:
+        """What the version manifest records about the data."""
+        return {"dataset": str(self.dataset), "train_cases": list(self.train_ids), "val_cases": list(self.val_ids)}
+
+
+# (registry task, dims or None for any) -> module holding the Task subclass named ``TASK``
+_TASKS = {
+    ("segment", 2): "napari_medvit.training.seg2d",
+    ("segment", 3): "napari_medvit.training.seg3d",
+    ("classify", None): "napari_medvit.training.classify",
+    ("detect", None): "napari_medvit.training.detection",
+}
+
+
+def task_class(spec: Any) -> type[Task]:
+    module = _TASKS.get((spec.task, spec.dims)) or _TASKS.get((spec.task, None))
+    if module is None:
+        raise ValueError(f"fine-tuning is not available for {spec.name} ({spec.task}, {spec.dims}D)")
+    return importlib.import_module(module).TASK
+
+
+def make_task(dataset: str | Path, model: torch.nn.Module, device: torch.device, **kwargs: Any) -> Task:
+    return task_class(model.medvit_spec)(dataset, model, device, **kwargs)
