@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from napari_medvit.io import read_image
 from napari_medvit.training.augment import augment_2d
-from napari_medvit.training.tasks import Task, split
+from napari_medvit.training.tasks import Task, call, split
 from napari_medvit.transforms import scale_to_unit
 
 
@@ -110,7 +110,7 @@ class Segment2DTask(Task):
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, m = batch
-        out = model.forward_all(x)
+        out = call(model, "forward_all", x)
         return transfuse_loss(out, m)
 
     @torch.no_grad()

@@ -90,6 +90,33 @@ class Task:
         return {"dataset": str(self.dataset), "train_cases": list(self.train_ids), "val_cases": list(self.val_ids)}
 
 
+class MethodDispatch(torch.nn.Module):
+    """Routes ``forward(*args, _method=name)`` to ``module.<name>(*args)``.
+
+    DistributedDataParallel synchronises gradients only for calls through its own ``forward``; a
+    task that needs another method (TransFuse's ``forward_all`` with the auxiliary heads, SMCA's
+    ``forward_all`` with the auxiliary decoder layers) goes through :func:`call` so that the same
+    task code runs on a plain model and on a DDP-wrapped ``MethodDispatch``.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, _method: str = "forward", **kwargs: Any) -> Any:
+        return getattr(self.module, _method)(*args, **kwargs)
+
+
+def call(model: torch.nn.Module, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``model.<method>(*args)``, or through DDP's forward when ``model`` wraps a :class:`MethodDispatch`."""
+    inner = getattr(model, "module", None)
+    if isinstance(inner, MethodDispatch):
+        return model(*args, _method=method, **kwargs)
+    if isinstance(model, MethodDispatch):
+        return model(*args, _method=method, **kwargs)
+    return getattr(model, method)(*args, **kwargs)
+
+
 # (registry task, dims or None for any) -> module holding the Task subclass named ``TASK``
 _TASKS = {
     ("segment", 2): "napari_medvit.training.seg2d",
