@@ -1,9 +1,11 @@
-"""Fine-tuning task for 2D segmentation (TransFuse family) on a PNG export folder.
+"""Fine-tuning task for 2D binary segmentation (TransFuse family, the 2D U-Net baseline) on a PNG export folder.
 
 Loss as in the official TransFuse ISIC script: the PraNet structure loss (boundary-weighted BCE +
 weighted IoU) on ``map_2``, ``map_1`` and ``map_x`` with weights 0.5 / 0.3 / 0.2; Adam with betas
-(0.5, 0.999), learning rate 7e-5 and gradient clipping at norm 2.0. Validation metric: mean Dice
-of ``sigmoid(map_2) > 0.5`` (an empty mask predicted empty counts 1).
+(0.5, 0.999), learning rate 7e-5 and gradient clipping at norm 2.0. Models without TransFuse's
+auxiliary heads (the MONAI U-Net baseline) train with MONAI's Dice + BCE loss under the same
+optimiser, so that the comparison differs only in the network. Validation metric: mean Dice of
+``sigmoid(logits) > 0.5`` (an empty mask predicted empty counts 1).
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class Segment2DTask(Task):
         self.val_ids = [cases[i][0] for i in val_idx]
         self.xs_t, self.ms_t = (t.to(device) for t in to_tensors(cases, train_idx, self.size, pre["mean"], pre["std"]))
         self.xs_v, self.ms_v = (t.to(device) for t in to_tensors(cases, val_idx, self.size, pre["mean"], pre["std"]))
+        self.deep_supervision = hasattr(model, "forward_all")
+        if not self.deep_supervision:
+            from monai.losses import DiceCELoss
+
+            self.dice_ce = DiceCELoss(sigmoid=True)
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x, (m,) = augment_2d(self.xs_t[idx], [self.ms_t[idx]], gen, self.augment)
@@ -110,8 +117,9 @@ class Segment2DTask(Task):
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, m = batch
-        out = call(model, "forward_all", x)
-        return transfuse_loss(out, m)
+        if not self.deep_supervision:
+            return self.dice_ce(model(x), m)
+        return transfuse_loss(call(model, "forward_all", x), m)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> float:

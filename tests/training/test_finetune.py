@@ -116,3 +116,25 @@ def test_early_stopping(dataset: Path, tmp_path: Path, monkeypatch) -> None:
 def test_bad_export_folders_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no dataset.json"):
         run(FinetuneConfig(dataset=str(tmp_path), out_dir=str(tmp_path / "o"), model="transfuse_tiny"))
+
+
+def test_the_unet_baseline_fine_tunes_with_dice_ce(dataset: Path, tmp_path: Path) -> None:
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "u"), model="unet2d", epochs=2, lr=1e-3,
+                         batch_size=2, size=(64, 64), augment="standard",
+                         config_overrides={"channels": [8, 16, 32], "strides": [2, 2]})
+    events, result = run(cfg)
+    assert [e.metric for e in events if e.kind == "epoch"] == ["Dice", "Dice"]
+    assert all(np.isfinite(h["train_loss"]) for h in result.history) and 0 <= result.best_metric <= 1
+
+
+def test_fp16_on_cpu_is_refused_before_training(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fp16 trains on CUDA only"):
+        run(FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "h"), model="transfuse_tiny",
+                           precision="fp16", size=(64, 64)))
+
+
+def test_bf16_autocast_trains_on_cpu(dataset: Path, tmp_path: Path) -> None:
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "b"), model="transfuse_tiny", epochs=1,
+                         batch_size=2, size=(64, 64), precision="bf16")
+    _, result = run(cfg)
+    assert np.isfinite(result.history[0]["train_loss"])
