@@ -1,7 +1,15 @@
-"""Dock widget "MedViT fine-tune": train on exported corrections with live curves, promote safely."""
+"""Dock widget "MedViT fine-tune": train on exported or accepted corrections with live curves, promote safely.
+
+Every registered model can be fine-tuned; the task kind (2D/3D segmentation, classification with
+or without DAFT's tabular rows, detection) and its validation metric (Dice, balanced accuracy,
+AP50) follow from the model. The data is an export folder, or the corrections accepted in this
+session, which are exported into ``<run folder>/session_data`` first.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
@@ -9,63 +17,95 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari.qt.threading import create_worker
 from napari.viewer import Viewer
 
-from napari_medvit.inference.options import AUGMENTATIONS
+from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 from napari_medvit.models import get_spec, list_models
 from napari_medvit.widgets.inference import InferenceWidget, guard_runtime_errors
 
+FROM_FOLDER = "an export folder"
+FROM_SESSION = "accepted corrections of this session"
+_TASK_NAMES = {"segment": "segmentation", "classify": "classification", "detect": "detection"}
+
 
 class TrainingCurves(pg.PlotWidget):
-    """Mean training loss and validation Dice per epoch; the base model's Dice as a dashed line."""
+    """Mean training loss and the validation metric per epoch; the base model's figure as a dashed line."""
 
     def __init__(self) -> None:
         super().__init__(background=None)
         self.setMinimumHeight(180)
-        self.addLegend(offset=(5, 5))
+        self.legend = self.addLegend(offset=(5, 5))
         self.getPlotItem().setLabel("bottom", "epoch")
         self.loss = self.plot([], [], pen=pg.mkPen(230, 140, 60, width=2), symbol="s", symbolSize=5, name="train loss")
-        self.dice = self.plot([], [], pen=pg.mkPen(80, 160, 230, width=2), symbol="o", symbolSize=6, name="val Dice")
+        self.score = self.plot([], [], pen=pg.mkPen(80, 160, 230, width=2), symbol="o", symbolSize=6,
+                               name="validation metric")
         self.base = self.plot([], [], pen=pg.mkPen(150, 150, 150, style=pg.QtCore.Qt.PenStyle.DashLine),
-                              name="base Dice")
+                              name="base model")
+        self.metric = ""
         self.epochs: list[tuple[int, float, float]] = []
 
     def reset(self) -> None:
         self.epochs = []
-        for curve in (self.loss, self.dice, self.base):
+        for curve in (self.loss, self.score, self.base):
             curve.setData([], [])
 
-    def add_epoch(self, epoch: int, dice: float, loss: float) -> None:
-        self.epochs.append((epoch, dice, loss))
+    def set_metric(self, name: str) -> None:
+        """Name the validation curves after the task's metric (Dice, balanced accuracy, AP50)."""
+        self.metric = name
+        self.legend.clear()
+        for curve, label in ((self.loss, "train loss"), (self.score, f"validation {name}"),
+                             (self.base, f"base model's {name}")):
+            self.legend.addItem(curve, label)
+
+    def add_epoch(self, epoch: int, score: float, loss: float) -> None:
+        self.epochs.append((epoch, score, loss))
         xs = [e[0] for e in self.epochs]
-        self.dice.setData(xs, [e[1] for e in self.epochs])
+        self.score.setData(xs, [e[1] for e in self.epochs])
         self.loss.setData(xs, [e[2] for e in self.epochs])
 
-    def set_base(self, dice: float, epochs: int) -> None:
-        self.base.setData([0, max(epochs, 1)], [dice, dice])
+    def set_base(self, score: float, epochs: int) -> None:
+        self.base.setData([0, max(epochs, 1)], [score, score])
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    choices = []
+    for name in list_models():
+        spec = get_spec(name)
+        choices.append((f"{spec.display_name} — {spec.dims}D {_TASK_NAMES.get(spec.task, spec.task)}", name))
+    return choices
 
 
 class FinetuneWidget(Container):
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        self.source = ComboBox(label="data", choices=[FROM_FOLDER, FROM_SESSION], value=FROM_FOLDER)
         self.dataset = FileEdit(label="export folder", mode="d", value="")
         self.out = FileEdit(label="run folder", mode="d", value="")
-        self.model = ComboBox(label="model", choices=[(get_spec(n).display_name, n) for n in list_models()
-                                                      if get_spec(n).family == "transfuse"], value="transfuse_s")
+        self.model = ComboBox(label="model", choices=_model_choices(), value="transfuse_s")
         self.base = FileEdit(label="base checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value="")
         self.epochs = SpinBox(label="epochs", min=1, max=1000, value=10)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-7, max=1.0, step=1e-5, value=7e-5)
-        self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
+        self.lr = FloatSpinBox(label="learning rate", min=0.0, max=1.0, step=1e-5, value=0.0)
+        self.lr.native.setDecimals(7)
+        self.lr.native.setSpecialValueText("the paper's")  # shown at 0: the task's default rate
+        self.batch = SpinBox(label="batch size", min=1, max=256, value=4)
         self.val = FloatSpinBox(label="validation fraction", min=0.05, max=0.9, step=0.05, value=0.25)
         self.seed = SpinBox(label="split seed", min=0, max=10_000, value=0)
-        self.augment = ComboBox(label="augmentation", choices=list(AUGMENTATIONS), value="standard")
+        self.patience = SpinBox(label="early stopping after", min=1, max=1000, value=5,
+                                tooltip="epochs without a better validation figure")
+        self.augment = ComboBox(label="augmentation", choices=list(AUGMENTATIONS), value="standard",
+                                tooltip="none; flips; standard = flips, rotation/scaling and intensity jitter")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="fp32",
+                                  tooltip="bf16/fp16 train under autocast; fp16 needs a CUDA device")
         self.resume = CheckBox(text="resume the run in the run folder", value=False)
         self.start_button = PushButton(text="Start fine-tuning")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="status", value="idle")
-        self.extend([self.dataset, self.out, self.model, self.base, self.epochs, self.lr, self.batch, self.val,
-                     self.seed, self.augment, self.resume, self.start_button, self.cancel_button, self.status])
+        self.extend([self.source, self.dataset, self.out, self.model, self.base, self.epochs, self.lr, self.batch,
+                     self.val, self.seed, self.patience, self.augment, self.device, self.precision, self.resume,
+                     self.start_button, self.cancel_button, self.status])
         self.curves = TrainingCurves()
         self.native.layout().addWidget(self.curves)
+        self.source.changed.connect(self._on_source)
         self.start_button.changed.connect(lambda: self.start())
         self.cancel_button.changed.connect(self.cancel)
         self.worker: Any = None
@@ -80,19 +120,40 @@ class FinetuneWidget(Container):
         value = str(edit.value or "")
         return "" if value in ("", ".") else value
 
+    def _on_source(self, *_: Any) -> None:
+        self.dataset.visible = self.source.value == FROM_FOLDER
+
+    def _session_dataset(self, run_folder: str) -> str | None:
+        """Export the accepted corrections of this session into a new folder of the run folder."""
+        from napari_medvit.widgets.corrections import export_accepted
+
+        folder = Path(run_folder) / "session_data" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
+        cases = export_accepted(self.viewer, folder)
+        if not cases:
+            self.status.value = "no accepted corrections in this session: accept some in the corrections dock first"
+            return None
+        return str(folder)
+
     def start(self) -> Any:
         from napari_medvit.training.finetune import FinetuneConfig, finetune
 
         if self.running:
             return None
-        if not self._path(self.dataset) or not self._path(self.out):
-            self.status.value = "choose the export folder and a run folder"
+        from_session = self.source.value == FROM_SESSION
+        if not self._path(self.out) or (not from_session and not self._path(self.dataset)):
+            self.status.value = "choose the export folder and a run folder" if not from_session else \
+                "choose a run folder (the accepted corrections are exported into it)"
             return None
-        cfg = FinetuneConfig(dataset=self._path(self.dataset), out_dir=self._path(self.out), model=self.model.value,
+        dataset = self._session_dataset(self._path(self.out)) if from_session else self._path(self.dataset)
+        if dataset is None:
+            return None
+        cfg = FinetuneConfig(dataset=dataset, out_dir=self._path(self.out), model=self.model.value,
                              checkpoint=self._path(self.base) or None, epochs=int(self.epochs.value),
-                             lr=float(self.lr.value), batch_size=int(self.batch.value),
+                             lr=float(self.lr.value) or None, batch_size=int(self.batch.value),
                              val_fraction=float(self.val.value), seed=int(self.seed.value),
-                             augment=str(self.augment.value), resume=bool(self.resume.value))
+                             patience=int(self.patience.value), augment=str(self.augment.value),
+                             device=str(self.device.value), precision=str(self.precision.value),
+                             resume=bool(self.resume.value))
         self.curves.reset()
         self._steps = 0
         self.result = None
@@ -112,6 +173,7 @@ class FinetuneWidget(Container):
 
     def _on_event(self, event: Any) -> None:
         if event.kind == "baseline":
+            self.curves.set_metric(event.metric)
             self.curves.set_base(event.val_metric, int(self.epochs.value))
             self.status.value = f"base model: validation {event.metric} {event.val_metric:.3f}"
         elif event.kind == "step":

@@ -27,10 +27,14 @@ def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qt
     widget = FinetuneWidget(viewer)
     widget.dataset.value, widget.out.value = tmp_path / "ds", tmp_path / "run"
     widget.model.value, widget.epochs.value, widget.batch.value = "transfuse_tiny", 2, 2
+    widget.device.value, widget.precision.value, widget.augment.value = "cpu", "bf16", "flips"
+    assert widget.lr.native.text() == "the paper's"  # 0: the task's default rate
     assert widget.start() is not None and widget.running
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert widget.result.promoted, widget.status.value
     assert [(e, d) for e, d, _ in widget.curves.epochs] == [(1, 0.3), (2, 0.6)]
+    legend = [label.text for _, label in widget.curves.legend.items]
+    assert legend == ["train loss", "validation Dice", "base model's Dice"]
     assert widget.status.value.startswith("promoted v1")
     # the inference widget now uses the new version, without restarting napari
     assert inference.model.value == "transfuse_tiny"
