@@ -1,0 +1,329 @@
+"""Fine-tuning task for 3D segmentation (Swin-UNETR, UNETR, the VoSHT approximation, the 3D U-Net, TrUE-Net)
+on an nnU-Net export folder of NIfTI cases.
+
+Data: ``dataset.json`` (``file_ending`` ".nii.gz", ``channel_names``, ``labels``), ``imagesTr/<case>_0000.nii.gz``
+... ``_000C`` (one file per channel) and ``labelsTr/<case>.nii.gz``. The number of channels must be the
+model's ``in_channels`` and every label value must be below its ``out_channels``; the class names of the
+fine-tuned version come from ``labels`` (by value).
+
+Preprocessing is the predictor's (:meth:`~napari_medvit.inference.predictor.Predictor._predict_volume`): the
+checkpoint manifest's preprocessing over the registry's; reorientation / resampling to ``axcodes`` / ``pixdim``
+when given (labels with nearest neighbour); each channel scaled by the fixed ``intensity`` window, or robustly
+to 0..1 on its own distribution; then ``(x - mean) / std``. The volumes are prepared once and kept in memory.
+
+MONAI networks (as in the official Swin-UNETR / UNETR BTCV scripts, research-contributions
+``SwinUNETR/BTCV``): training patches of the ROI size (the config's ``size`` when given, else the
+predictor's ``roi_size``) from ``RandCropByPosNegLabeld(pos=1, neg=1, image_threshold=0)`` — half the patches
+centred on a foreground voxel — after zero padding of volumes smaller than the ROI. Augmentation
+``"flips"``: ``RandFlipd`` on each of the three axes (p 0.2 each, the official setting); ``"standard"``: also
+``RandRotate90d`` (p 0.2, max_k 3, in the axial plane, when the ROI is square there) and
+``RandScaleIntensityd(0.1)`` / ``RandShiftIntensityd(0.1)`` (p 0.1 each). One patch per case of the batch
+(the official script takes 4 per volume at batch 1). All random transforms are seeded from the batch's
+``torch.Generator``. Loss: MONAI ``DiceCELoss(to_onehot_y=True, softmax=True)``; optimiser AdamW, lr 1e-4,
+weight decay 1e-5 (the official Swin-UNETR defaults).
+
+TrUE-Net (official v-sundaresan/truenet): its three plane networks are 2D U-Nets trained on slices of their
+own plane. Each batch holds, per plane and case, ``slices_per_case`` slices picked by the same
+``RandCropByPosNegLabeld`` (a one-voxel-thick crop: half the slices through a foreground voxel), full
+in-plane extent (zero-padded to the largest slice of the batch) or the config's ``size``; 2D flips and
+the intensity jitter as above. Loss: the mean over the three planes of each network's cross-entropy. The
+official ``CombinedLoss`` adds a Dice term of the thresholded mask, which carries no gradient, and can
+weight the cross-entropy by spatial maps from ventricle / grey-matter distance images, which an export
+folder does not have: neither is used. Optimiser: Adam with eps 1e-4, lr 1e-4 (the official fine-tuning
+defaults).
+
+Validation metric "Dice": mean foreground Dice (MONAI ``DiceMetric(include_background=False)``, classes
+absent from a case's reference ignored) of the argmax of the softmax, from MONAI ``sliding_window_inference``
+with the predictor's ROI, overlap, blending and window batch (TrUE-Net: the whole volume, as the
+predictor runs it). When no validation case has any foreground, an empty prediction counts 1, any other 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_medvit.io import read_image
+from napari_medvit.training.tasks import Task, call, split
+from napari_medvit.transforms import scale_intensity_range, scale_to_unit
+
+ENDING = ".nii.gz"
+PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}  # as napari_medvit.models.truenet.PLANES (no import of it here)
+
+
+def read_dataset_json(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise ValueError(f"{root}: no dataset.json — export corrected masks into this folder first")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if info.get("file_ending") != ENDING:
+        raise ValueError(f"{root}: fine-tuning 3D models needs NIfTI ({ENDING}) cases, the folder holds "
+                         f"{info.get('file_ending')!r}")
+    if not info.get("channel_names"):
+        raise ValueError(f"{path}: no channel_names")
+    return info
+
+
+def label_values(info: dict[str, Any], where: Path) -> dict[int, str]:
+    """value -> name from ``labels``: nnU-Net v2 ``{"name": value}`` or MSD ``{"value": "name"}``."""
+    labels = info.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError(f"{where}: dataset.json has no labels")
+    out: dict[int, str] = {}
+    for key, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"{where}: label {key!r} = {value!r}: region-based (list) labels are not supported")
+        if isinstance(value, int):
+            out[value] = str(key)
+        elif str(key).isdigit():
+            out[int(key)] = value
+        else:
+            raise ValueError(f"{where}: label {key!r} = {value!r} is not an integer value")
+    return out
+
+
+def model_channels(model: torch.nn.Module, spec: Any) -> tuple[int, int]:
+    """(in_channels, out_channels) of a 3D segmentation model (MONAI nets or TrUE-Net)."""
+    config = getattr(model, "config", None) or {}
+    n_in = config.get("in_channels", config.get("n_channels", spec.in_chans))
+    n_out = config.get("out_channels", config.get("n_classes")) or len(spec.class_names)
+    return int(n_in), int(n_out)
+
+
+def preprocess(image: np.ndarray, labels: np.ndarray | None, meta: Any, pre: dict[str, Any],
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictor's 3D preprocessing of a (C, z, y, x) image (and its labels, nearest neighbour)."""
+    from napari_medvit.transforms.spatial import to_model_grid
+
+    if pre.get("axcodes") or pre.get("pixdim"):
+        image, _ = to_model_grid(image, meta.affine, pre.get("axcodes"), pre.get("pixdim"))
+        if labels is not None:
+            labels, _ = to_model_grid(labels, meta.affine, pre.get("axcodes"), pre.get("pixdim"), order=0)
+    window = pre.get("intensity")
+    if isinstance(window, dict):
+        unit = np.stack([scale_intensity_range(v, *window["window"], *window.get("range", (0.0, 1.0)),
+                                               clip=bool(window.get("clip", False))) for v in image])
+    else:
+        unit = np.stack([scale_to_unit(v) for v in image])
+    mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
+    return ((unit - mean) / std).astype(np.float32, copy=False), labels
+
+
+def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[str, Any],
+               ) -> tuple[list[str], list[np.ndarray], list[np.ndarray], dict[int, str]]:
+    """Case ids, preprocessed (C, z, y, x) float32 volumes, (1, z, y, x) label maps and the label names."""
+    root = Path(dataset)
+    info = read_dataset_json(root)
+    names = label_values(info, root)
+    n_files = len(info["channel_names"])
+    if n_files != n_channels:
+        listed = ", ".join(map(str, info["channel_names"].values()))
+        raise ValueError(f"{root}: the cases have {n_files} channel(s) ({listed}) but the model takes "
+                         f"in_channels={n_channels}")
+    if max(names) >= n_classes or min(names) < 0:
+        raise ValueError(f"{root}: label values {sorted(names)} do not fit the model's out_channels={n_classes} "
+                         f"(values 0..{n_classes - 1})")
+    ids, images, labels = [], [], []
+    smallest = int(pre.get("min_size", 2))
+    dtype = np.uint8 if n_classes <= 256 else np.int32
+    for label_file in sorted((root / "labelsTr").glob(f"*{ENDING}")):
+        case = label_file.name[: -len(ENDING)]
+        channels = []
+        for c in range(n_channels):
+            path = root / "imagesTr" / f"{case}_{c:04d}{ENDING}"
+            if not path.is_file():
+                raise ValueError(f"{root}: case {case} has labels but no image {path.name}")
+            data, meta = read_image(path)
+            if data.ndim != 3:
+                raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
+            channels.append(data)
+        if len({ch.shape for ch in channels}) != 1:
+            raise ValueError(f"{root}: the channels of case {case} differ in shape: {[ch.shape for ch in channels]}")
+        lab, _ = read_image(label_file)
+        lab = np.asarray(lab)
+        if lab.shape != channels[0].shape:
+            raise ValueError(f"{root}: labels of case {case} have shape {lab.shape}, its image {channels[0].shape}")
+        if lab.min() < 0 or lab.max() >= n_classes:
+            raise ValueError(f"{root}: case {case} holds label values {lab.min()}..{lab.max()}, which do not fit the "
+                             f"model's out_channels={n_classes}")
+        if min(lab.shape) < smallest:
+            raise ValueError(f"{root}: case {case} of shape {lab.shape} is smaller than the model's minimum {smallest}")
+        image, lab = preprocess(np.stack(channels), lab.astype(dtype)[None], meta, pre)
+        ids.append(case)
+        images.append(image)
+        labels.append(np.ascontiguousarray(lab))
+    if len(ids) < 2:
+        raise ValueError(f"{root}: {len(ids)} case(s); fine-tuning needs at least 2 (training and validation)")
+    return ids, images, labels, names
+
+
+def _augmentations(augment: str, ndim: int, rotate_axes: tuple[int, int] | None) -> list[Any]:
+    """The official BTCV augmentations after the crop (dictionary transforms on image + label)."""
+    from monai.transforms import RandFlipd, RandRotate90d, RandScaleIntensityd, RandShiftIntensityd
+
+    keys = ["image", "label"]
+    out: list[Any] = []
+    if augment in ("flips", "standard"):
+        out += [RandFlipd(keys=keys, prob=0.2, spatial_axis=axis) for axis in range(ndim)]
+    if augment == "standard":
+        if rotate_axes is not None:
+            out.append(RandRotate90d(keys=keys, prob=0.2, max_k=3, spatial_axes=rotate_axes))
+        out += [RandScaleIntensityd(keys="image", factors=0.1, prob=0.1),
+                RandShiftIntensityd(keys="image", offsets=0.1, prob=0.1)]
+    return out
+
+
+class Segment3DTask(Task):
+    metric = "Dice"
+    default_lr = 1e-4
+    slices_per_case = 4  # TrUE-Net: slices per plane and case (batch 2 -> the official batch of 8 slices)
+
+    def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *, val_fraction: float,
+                 seed: int, size: tuple[int, ...] | None, augment: str) -> None:
+        super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
+        from monai.losses import DiceCELoss
+        from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd, SqueezeDimd
+
+        info = getattr(model, "checkpoint_info", None)
+        manifest = (info.manifest or {}) if info is not None else {}
+        self.pre: dict[str, Any] = {**self.spec.preprocessing, **(manifest.get("preprocessing") or {})}
+        self.n_in, self.n_out = model_channels(model, self.spec)
+        if self.n_out < 2:
+            raise ValueError(f"{self.spec.name}: out_channels={self.n_out}; the softmax Dice-CE loss needs >= 2")
+        self.planes = self.spec.family == "truenet"
+        if size is not None and (len(size) != 3 or min(int(s) for s in size) < 1):
+            raise ValueError(f"size must be three positive voxel counts (z, y, x), got {size}")
+        roi = self.pre.get("roi_size")
+        self.eval_roi = tuple(int(r) for r in roi) if roi else None  # None: the whole volume (TrUE-Net)
+        chosen = size or roi
+        self.size = tuple(int(s) for s in chosen) if chosen else None  # training patch; None: whole slices
+        if not self.planes:
+            if self.size is None:
+                raise ValueError(f"{self.spec.name}: no roi_size in its preprocessing; give a training size")
+            multiple = int(self.pre.get("size_multiple", 1) or 1)
+            if any(s % multiple for s in self.size):
+                raise ValueError(f"{self.spec.name}: training size {self.size} must be a multiple of {multiple} "
+                                 "along each axis")
+            if type(model).__name__ == "SwinUNETR" and np.prod([s // 32 for s in self.size]) < 2:
+                raise ValueError(f"{self.spec.name}: training size {self.size} leaves a single voxel at Swin-UNETR's "
+                                 "1/32 bottleneck, which instance norm cannot train on; use 64 along at least one axis")
+            fixed = (getattr(model, "config", None) or {}).get("img_size")
+            for what, r in (("training size", self.size), ("sliding-window roi_size", self.eval_roi)):
+                if fixed is not None and r is not None and tuple(r) != tuple(fixed):
+                    raise ValueError(f"{self.spec.name} runs at a fixed img_size {tuple(fixed)}; its {what} is {r}")
+
+        ids, images, labels, names = load_cases(dataset, self.n_in, self.n_out, self.pre)
+        train_idx, val_idx = split(ids, val_fraction, seed)
+        self.train_ids = [ids[i] for i in train_idx]
+        self.val_ids = [ids[i] for i in val_idx]
+        self.train_data = [(torch.from_numpy(images[i]), torch.from_numpy(labels[i])) for i in train_idx]
+        self.val_data = [(torch.from_numpy(images[i]), torch.from_numpy(labels[i])) for i in val_idx]
+        base = list(manifest.get("class_names") or self.spec.class_names)
+        if len(base) != self.n_out:
+            base = [f"class {i}" for i in range(self.n_out)]
+        self.class_names = [names.get(i, base[i]) for i in range(self.n_out)]
+
+        keys = ["image", "label"]
+
+        def crop(spatial_size: tuple[int, ...], n: int) -> Any:
+            return RandCropByPosNegLabeld(keys=keys, label_key="label", image_key="image", spatial_size=spatial_size,
+                                          pos=1, neg=1, num_samples=n, image_threshold=0)
+
+        if not self.planes:
+            rotate = (1, 2) if self.size[1] == self.size[2] else None  # the axial plane of (z, y, x)
+            self.pipelines = {"3d": Compose([SpatialPadd(keys=keys, spatial_size=self.size), crop(self.size, 1),
+                                             *_augmentations(augment, 3, rotate)])}
+            self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        else:
+            self.pipelines = {}
+            for plane, axis in PLANES.items():
+                extent = list(self.size) if self.size else [-1, -1, -1]
+                extent[axis] = 1
+                in_plane = [e for i, e in enumerate(extent) if i != axis]
+                square = in_plane[0] == in_plane[1] and in_plane[0] > 0
+                pad = [SpatialPadd(keys=keys, spatial_size=self.size)] if self.size else []
+                self.pipelines[plane] = Compose([*pad, crop(tuple(extent), self.slices_per_case),
+                                                 SqueezeDimd(keys=keys, dim=1 + axis),
+                                                 *_augmentations(augment, 2, (0, 1) if square else None)])
+
+    # -- training ------------------------------------------------------------------------------
+    def _samples(self, pipeline: Any, idx: list[int], gen: torch.Generator) -> list[dict[str, Any]]:
+        from monai.utils import convert_to_tensor
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        pipeline.set_random_state(seed=seed)
+        out = []
+        for i in idx:
+            image, label = self.train_data[i]
+            for sample in pipeline({"image": image, "label": label}):
+                out.append({k: convert_to_tensor(sample[k], track_meta=False) for k in ("image", "label")})
+        return out
+
+    def batch(self, idx: list[int], gen: torch.Generator) -> Any:
+        """(patches (B, C, *size), labels (B, 1, *size)); TrUE-Net: {plane: (slices, labels)}."""
+        if not self.planes:
+            samples = self._samples(self.pipelines["3d"], idx, gen)
+            return (torch.stack([s["image"] for s in samples]).float().to(self.device),
+                    torch.stack([s["label"] for s in samples]).long().to(self.device))
+        out = {}
+        for plane, pipeline in self.pipelines.items():
+            samples = self._samples(pipeline, idx, gen)
+            h = max(s["image"].shape[-2] for s in samples)
+            w = max(s["image"].shape[-1] for s in samples)
+
+            def fit(t: torch.Tensor) -> torch.Tensor:  # zero (background) padding to the batch's largest slice
+                return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]))
+
+            out[plane] = (torch.stack([fit(s["image"]) for s in samples]).float().to(self.device),
+                          torch.stack([fit(s["label"]) for s in samples]).long().to(self.device))
+        return out
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        if not self.planes:
+            x, y = batch
+            return self.loss_fn(model(x).float(), y)
+        losses = [F.cross_entropy(call(model, plane, x).float(), y[:, 0]) for plane, (x, y) in batch.items()]
+        return torch.stack(losses).mean()
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        if self.planes:
+            return torch.optim.Adam(params, lr=lr, eps=1e-4)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-5)
+
+    # -- validation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        from monai.inferers import sliding_window_inference
+        from monai.metrics import DiceMetric
+
+        model.eval()
+        present = DiceMetric(include_background=False, num_classes=self.n_out, get_not_nans=True)
+        strict = DiceMetric(include_background=False, num_classes=self.n_out, ignore_empty=False)
+        for image, label in self.val_data:
+            roi = self.eval_roi or tuple(image.shape[1:])
+            logits = sliding_window_inference(
+                image[None], roi, int(self.pre.get("sw_batch_size", 1)), model,
+                overlap=float(self.pre.get("overlap", 0.5)), mode=self.pre.get("blend", "gaussian"),
+                sw_device=self.device, device="cpu")
+            pred = torch.softmax(logits.float(), dim=1).argmax(dim=1, keepdim=True)
+            present(y_pred=pred, y=label[None].long())
+            strict(y_pred=pred, y=label[None].long())
+        dice, not_nans = present.aggregate()
+        if float(not_nans) > 0:
+            return float(dice)
+        return float(strict.aggregate())
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "size": list(self.size) if self.size else None,
+                "roi_size": list(self.eval_roi) if self.eval_roi else None, "channels": self.n_in}
+
+
+TASK = Segment3DTask
