@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from napari_medvit.inference.predictor import Prediction
 
 PREDICTION_KEY = "medvit_prediction"
-ORIGINAL_KEY = "medvit_original"  # the model's own mask, kept beside the layer the user corrects
+ORIGINAL_KEY = "medvit_original"  # the model's own output, kept beside the layer the user corrects
+CLASS_RESULTS_KEY = "medvit_class_results"  # on an image layer: model name -> its classification (class_result)
+BOX_STYLE: dict[str, Any] = {  # detection boxes: yellow rectangles labelled with class and score
+    "shape_type": "rectangle", "edge_color": "yellow", "face_color": "transparent", "edge_width": 2,
+    "text": {"string": "{class} {score:.2f}", "color": "yellow", "anchor": "upper_left", "size": 10},
+}
+_BACKGROUND_NAMES = {"background", "__background__", "n/a", "no object", "none"}
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -158,6 +164,69 @@ def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.nd
     return rects, features
 
 
+def rectangles_to_boxes(rectangles: Any) -> np.ndarray:
+    """(y0, x0, y1, x1) per Shapes rectangle (the inverse of :func:`box_rectangles`): the extent of its
+    vertices in data coordinates, so a rectangle the user rotated becomes its bounding box."""
+    rects = [np.asarray(r, dtype=float) for r in rectangles]
+    if any(r.ndim != 2 or r.shape[1] != 2 for r in rects):
+        raise ValueError(f"rectangles must be 2D vertex arrays (n, 2); got shapes {[r.shape for r in rects]}")
+    return np.array([[*r.min(axis=0), *r.max(axis=0)] for r in rects], dtype=float).reshape(-1, 4)
+
+
+def default_box_class(class_names: Any) -> str:
+    """The class a box drawn by the user gets: the first class that is not background."""
+    names = [str(n) for n in class_names]
+    return next((n for n in names if n.lower() not in _BACKGROUND_NAMES), names[0] if names else "object")
+
+
+def class_result(prediction: Prediction, *, source_name: str = "",
+                 tabular_features: Any = None) -> dict[str, Any]:
+    """The model's side of a classification correction, for an image layer's metadata under
+    ``CLASS_RESULTS_KEY``: class names, probabilities, predicted class, provenance and, for image +
+    tabular models (DAFT), the tabular row the run used (name -> value, None = missing), recovered
+    exactly from the model's input vector with the run's feature list (``tabular_features``; None
+    leaves ``tabular`` None; a list that does not fit the vector raises ValueError)."""
+    p = np.asarray(prediction.probabilities, dtype=float)
+    if prediction.task != "classify" or p.ndim != 1:
+        raise ValueError(f"class_result takes a classification of one image (probabilities of shape (K,)); "
+                         f"got a {prediction.task} result with probabilities of shape {p.shape}")
+    names = [class_name(prediction, i) for i in range(p.size)]
+    record: dict[str, Any] = {
+        "model": prediction.model_name,
+        "display": _prefix(prediction),
+        "source_layer": source_name,
+        "class_names": names,
+        "probabilities": [float(v) for v in p],
+        "predicted": int(p.argmax()),
+        "tabular": None,
+        "provenance": {k: v for k, v in prediction.provenance.items() if not isinstance(v, np.ndarray)},
+    }
+    if "tabular" in prediction.extras and tabular_features is not None:
+        record["tabular"] = _tabular_row(list(tabular_features), prediction.extras)
+    return record
+
+
+def _tabular_row(features: list[dict[str, Any]], extras: dict[str, Any]) -> dict[str, float | None]:
+    """Invert transforms.tabular_vector: standardised values, then missing-value indicators."""
+    from napari_medvit.transforms import tabular_names
+
+    vec = np.asarray(extras["tabular"], dtype=float).reshape(-1)
+    names = [str(n) for n in np.asarray(extras.get("tabular_names", []))]
+    if not features or tabular_names(features) != names or vec.size != len(names):
+        raise ValueError(f"the run's tabular vector ({vec.size} values: {names}) does not match the feature list "
+                         f"{[f.get('name') for f in features]}")
+    flags = {f["missing"]: float(vec[len(features) + k])
+             for k, f in enumerate(f for f in features if f.get("missing"))}
+    row: dict[str, float | None] = {}
+    for i, f in enumerate(features):
+        if f.get("missing") and flags[f["missing"]] >= 0.5:
+            row[f["name"]] = None
+            continue
+        mean, std = float(f.get("mean", 0.0)), float(f.get("std", 1.0)) or 1.0
+        row[f["name"]] = float(f"{vec[i] * std + mean:.6g}")  # float32 input: 6 significant digits are exact
+    return row
+
+
 def gaussian_map(prediction: Prediction, query: int, head: str | int = "mean", decoder_layer: int = -1) -> np.ndarray:
     """SMCA's spatial prior G = exp(log G) of one query (one head or the mean over heads) on the
     image grid, scaled to a maximum of 1."""
@@ -170,29 +239,37 @@ def gaussian_map(prediction: Prediction, query: int, head: str | int = "mean", d
     return resize_map(g, tuple(int(v) for v in prediction.extras["image_shape"]))
 
 
+def box_feature_defaults(class_names: Any) -> dict[str, Any]:
+    """Features of a rectangle the user draws: no query, the first non-background class, score 1."""
+    return {"query": -1, "class": default_box_class(class_names), "score": 1.0}
+
+
 def detection_layers(prediction: Prediction, *, threshold: float, query: int, head: str | int = "mean",
                      transform: dict[str, Any] | None = None, source_metadata: dict[str, Any] | None = None,
                      source_name: str = "") -> list[LayerDataTuple]:
     """A Shapes layer of the boxes above ``threshold`` (text: class and score) and an Image layer of
-    the chosen query's Gaussian prior, both on the source image's transform."""
+    the chosen query's Gaussian prior, both on the source image's transform.
+
+    The boxes layer keeps the model's boxes under ``ORIGINAL_KEY`` (``boxes`` (N, 4) as
+    (y0, x0, y1, x1), ``classes``, ``scores``, ``queries``) while the user moves, resizes, deletes
+    or draws rectangles; a drawn rectangle gets query -1 and the first non-background class."""
     transform = dict(transform or {})
     meta_entry = {META_KEY: source_metadata[META_KEY]} if source_metadata and META_KEY in source_metadata else {}
     untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
     prefix = _prefix(prediction)
-    provenance = {**prediction.provenance, "source_layer": source_name}
+    provenance = {**prediction.provenance, "source_layer": source_name, "class_names": list(prediction.class_names)}
     rects, features = box_rectangles(prediction, threshold)
+    original = {"boxes": rectangles_to_boxes(rects), "classes": list(features["class"]),
+                "scores": list(features["score"]), "queries": list(features["query"])}
     shapes = (
         rects,
         {
             "name": f"{prefix} boxes{untrained}",
             "ndim": 2,
-            "shape_type": "rectangle",
-            "edge_color": "yellow",
-            "face_color": "transparent",
-            "edge_width": 2,
+            **BOX_STYLE,
             "features": features,
-            "text": {"string": "{class} {score:.2f}", "color": "yellow", "anchor": "upper_left", "size": 10},
-            "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "threshold": threshold}},
+            "feature_defaults": box_feature_defaults(prediction.class_names),
+            "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "threshold": threshold}, ORIGINAL_KEY: original},
             **transform,
         },
         "shapes",

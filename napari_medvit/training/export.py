@@ -64,6 +64,52 @@ def mask_metrics(original: np.ndarray, corrected: np.ndarray, spacing: tuple[flo
     return out
 
 
+def box_agreement(original: np.ndarray, corrected: np.ndarray, *, original_classes: list[Any] | None = None,
+                  corrected_classes: list[Any] | None = None, moved_iou: float = 0.9) -> dict[str, Any]:
+    """Agreement of the model's boxes and the corrected ones, both (N, 4) as (y0, x0, y1, x1).
+
+    Boxes are paired by Hungarian matching on 1 - IoU (``scipy.optimize.linear_sum_assignment`` on
+    ``torchvision.ops.box_iou``); a pair that does not overlap is no match (a removed box and an
+    added one). Returns the counts ``original``, ``corrected``, ``matched``, ``added`` (corrected
+    boxes without a match), ``removed`` (original boxes without one), ``moved`` (matched with IoU
+    below ``moved_iou``), ``unchanged`` (the other matched pairs), ``mean_iou`` of the matched
+    pairs (None without any) and, with both class lists, ``relabelled`` (matched pairs whose class
+    changed).
+    """
+    import torch
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+
+    boxes = []
+    for name, b in (("original", original), ("corrected", corrected)):
+        b = np.asarray(b, dtype=float)
+        if b.size == 0:
+            b = b.reshape(0, 4)
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"{name} boxes must have shape (N, 4) as (y0, x0, y1, x1); got {b.shape}")
+        if not np.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+            raise ValueError(f"{name} boxes must be finite with y1 >= y0 and x1 >= x0")
+        boxes.append(b)
+    a, b = boxes
+    for name, classes, n in (("original", original_classes, len(a)), ("corrected", corrected_classes, len(b))):
+        if classes is not None and len(classes) != n:
+            raise ValueError(f"{n} {name} boxes but {len(classes)} {name} classes")
+    # IoU is the same with both boxes' axes swapped: (y0, x0, y1, x1) goes in as torchvision's (x1, y1, x2, y2)
+    iou = box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy() if len(a) and len(b) else np.zeros((len(a), len(b)))
+    rows, cols = linear_sum_assignment(1.0 - iou) if iou.size else (np.zeros(0, int), np.zeros(0, int))
+    keep = iou[rows, cols] > 0
+    rows, cols, ious = rows[keep], cols[keep], iou[rows[keep], cols[keep]]
+    out: dict[str, Any] = {
+        "original": len(a), "corrected": len(b), "matched": int(keep.sum()),
+        "added": len(b) - int(keep.sum()), "removed": len(a) - int(keep.sum()),
+        "moved": int((ious < moved_iou).sum()), "unchanged": int((ious >= moved_iou).sum()),
+        "mean_iou": float(ious.mean()) if ious.size else None,
+    }
+    if original_classes is not None and corrected_classes is not None:
+        out["relabelled"] = int(sum(original_classes[i] != corrected_classes[j] for i, j in zip(rows, cols)))
+    return out
+
+
 def _dataset_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not path.exists():
@@ -186,7 +232,7 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     names = {img["file_name"] for img in coco["images"]}
     name = f"{image_id}.png"
     n = 2
-    while name in names:
+    while name in names or (root / "images" / name).exists():  # also a class-label export's image
         name, n = f"{image_id}_v{n}.png", n + 1
     atomic_write(root / "images" / name, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
     img_id = max((img["id"] for img in coco["images"]), default=0) + 1
@@ -224,9 +270,13 @@ def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: 
     root.mkdir(parents=True, exist_ok=True)
     path = root / "labels.csv"
     rows = list(csv.DictReader(path.open(newline=""))) if path.exists() else []
-    if any(r["case_id"] == case_id for r in rows):
+    def taken(case: str) -> bool:  # a row, or an image of the folder (e.g. a COCO export's)
+        return any(r["case_id"] == case for r in rows) or any(
+            (root / "images" / f"{case}{ending}").exists() for ending in (".png", ".nii.gz"))
+
+    if taken(case_id):
         n = 2
-        while any(r["case_id"] == f"{case_id}_v{n}" for r in rows):
+        while taken(f"{case_id}_v{n}"):
             n += 1
         case_id = f"{case_id}_v{n}"
     row: dict[str, Any] = {"case_id": case_id, "label": label, "image": ""}

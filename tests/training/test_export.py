@@ -107,3 +107,52 @@ def test_boxes_go_to_coco_and_classes_to_csv(tmp_path: Path) -> None:
     from napari_medvit.io import read_image
 
     assert np.array_equal(read_image(tmp_path / "cls" / "images" / "case-1_v2.png")[0], frame)
+
+
+def test_box_agreement_pairs_boxes_by_hungarian_iou() -> None:
+    from napari_medvit.training.export import box_agreement
+
+    original = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], float)  # (y0, x0, y1, x1)
+    corrected = np.array([[80, 80, 90, 90],    # drawn by the user
+                          [20, 25, 30, 35],    # the second box moved 5 px right: IoU 50 / 150
+                          [0, 0, 10, 10.5]])   # the first resized a little: IoU 100 / 105
+    m = box_agreement(original, corrected, original_classes=["polyp", "polyp", "other"],
+                      corrected_classes=["polyp", "other", "polyp"])
+    assert (m["original"], m["corrected"], m["matched"]) == (3, 3, 2)
+    assert (m["added"], m["removed"], m["moved"], m["unchanged"], m["relabelled"]) == (1, 1, 1, 1, 1)
+    assert m["mean_iou"] == pytest.approx((1 / 3 + 100 / 105) / 2)
+    assert box_agreement(original, original)["unchanged"] == 3 and box_agreement(original, original)["mean_iou"] == 1.0
+    assert "relabelled" not in box_agreement(original, original)
+
+    # a box moved off every original box is a removed one and an added one, not a match
+    far = box_agreement(original[:1], np.array([[40, 0, 48, 10]]))
+    assert (far["matched"], far["added"], far["removed"], far["mean_iou"]) == (0, 1, 1, None)
+    empty = box_agreement(np.empty((0, 4)), np.empty((0, 4)))
+    assert empty["matched"] == empty["added"] == empty["removed"] == 0 and empty["mean_iou"] is None
+    assert box_agreement(original, np.empty((0, 4)))["removed"] == 3
+
+    with pytest.raises(ValueError, match=r"corrected boxes must have shape \(N, 4\)"):
+        box_agreement(original, np.zeros(4))
+    with pytest.raises(ValueError, match="y1 >= y0"):
+        box_agreement(original, np.array([[10, 0, 0, 10]]))
+    with pytest.raises(ValueError, match="3 original boxes but 1 original classes"):
+        box_agreement(original, original, original_classes=["polyp"], corrected_classes=["polyp"] * 3)
+
+
+def test_coco_and_class_exports_in_one_folder_keep_their_own_images(tmp_path: Path) -> None:
+    import csv
+
+    from napari_medvit.io import ImageMeta
+    from napari_medvit.training.export import export_boxes_coco, export_class_label
+
+    meta = ImageMeta.identity(2, rgb=True)
+    rng = np.random.default_rng(2)
+    a, b = (rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for _ in range(2))
+    first = export_boxes_coco(tmp_path, "frame-1", a, meta, np.array([[1.0, 2.0, 5.0, 9.0]]), ["polyp"], [0])
+    export_class_label(tmp_path, "frame-1", "adenoma", image=b, meta=meta)
+    (row,) = list(csv.DictReader((tmp_path / "labels.csv").open()))
+    assert row["case_id"] == "frame-1_v2" and row["image"] == "images/frame-1_v2.png"
+    np.testing.assert_array_equal(read_image(first)[0], a)  # the COCO image is not overwritten
+    np.testing.assert_array_equal(read_image(tmp_path / row["image"])[0], b)
+    second = export_boxes_coco(tmp_path, "frame-1", b, meta, np.empty((0, 4)), ["polyp"], [])
+    assert second.name == "frame-1_v3.png"  # the class export's frame-1_v2.png is taken
