@@ -376,7 +376,7 @@ class CorrectionsWidget(Container):
             if prediction is None or self._seen.get(runner) is prediction:
                 continue
             self._seen[runner] = prediction
-            source = getattr(runner, "_source", None) or runner.image.value
+            source = getattr(runner, "source", None) or runner.image.value
             if not isinstance(source, Image) or source not in self.viewer.layers:
                 continue
             panel = getattr(runner, "tabular", None)

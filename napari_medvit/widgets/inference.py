@@ -22,12 +22,14 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_medvit._layers import (
+    ORIGINAL_KEY,
     PREDICTION_KEY,
     box_rectangles,
     detection_layers,
     labels_digest,
     layer_transform,
     prediction_layers,
+    rectangles_to_boxes,
     top_k,
 )
 from napari_medvit.inference.options import DEVICES, PRECISIONS
@@ -138,7 +140,7 @@ class InferenceWidget(Container):
                      self.precision, self.run_button, self.cancel_button, self.status, self.head, self.threshold,
                      self.query])
         self.threshold.changed.connect(self._refresh_detection)
-        self.query.changed.connect(self._refresh_detection)
+        self.query.changed.connect(self._refresh_prior)
         self._boxes_layer: Any = None
         self._prior_layer: Any = None
         self.chart = ProbabilityChart()
@@ -226,6 +228,11 @@ class InferenceWidget(Container):
             "No checkpoint chosen: the model has random weights, so its masks and attention maps show no "
             "learned content. Choose a .safetensors/.pt/.pth checkpoint to get real results."
         )
+
+    @property
+    def source(self) -> Layer | None:
+        """The image layer of the last run (the corrections dock exports it with the corrections)."""
+        return self._source
 
     # -- running ------------------------------------------------------------------------------
     @property
@@ -445,8 +452,22 @@ class InferenceWidget(Container):
             self.query.value = int(np.argmax(prediction.probabilities))
         self._refresh_detection()
 
-    def _refresh_detection(self, *_: Any) -> None:
-        """(Re)draw the boxes above the score threshold and the chosen query's Gaussian prior."""
+    def _refresh_prior(self, *_: Any) -> None:
+        """Show another query's (or head's) Gaussian prior; the boxes, perhaps edited, stay as they are."""
+        self._refresh_detection(boxes_too=False)
+
+    def _boxes_edited(self, boxes: Layer) -> bool:
+        original = boxes.metadata.get(ORIGINAL_KEY, {}).get("boxes")
+        if original is None:
+            return False
+        current = rectangles_to_boxes(list(boxes.data))
+        return len(current) != len(original) or not np.allclose(current, original)
+
+    def _refresh_detection(self, *_: Any, boxes_too: bool = True) -> None:
+        """(Re)draw the boxes above the score threshold and the chosen query's Gaussian prior.
+
+        Boxes the user has edited (moved, resized, deleted, drawn) are never redrawn: a new
+        threshold then applies to the next run, and the status line says so."""
         prediction = self.last_prediction
         if prediction is None or prediction.task != "detect":
             return
@@ -461,7 +482,9 @@ class InferenceWidget(Container):
         if boxes is None or boxes not in self.viewer.layers:
             boxes = self._boxes_layer = self.viewer.add_layer(Layer.create(rects, shape_kwargs, "shapes"))
             boxes.events.highlight.connect(self._query_from_selection)
-        else:
+        elif boxes_too and self._boxes_edited(boxes):
+            self.status.value = "the boxes were edited: they are kept, the new threshold applies to the next run"
+        elif boxes_too:
             _, features = box_rectangles(prediction, float(self.threshold.value))
             boxes.data = rects
             boxes.features = features
@@ -490,7 +513,7 @@ class InferenceWidget(Container):
         if prediction is None:
             return
         if prediction.task == "detect":
-            self._refresh_detection()
+            self._refresh_prior()
             return
         for name, layer in self._attention_layers.items():
             if layer not in self.viewer.layers:

@@ -276,6 +276,16 @@ def test_smca_detr_boxes_threshold_and_gaussian_of_the_clicked_query(make_napari
     widget.head.value = "2"
     np.testing.assert_allclose(prior.data, gaussian_map(pred, other, head=1))
 
+    # the user's box edits survive clicking another box and moving the threshold
+    moved = [np.asarray(r) + np.array([5.0, 7.0]) if i == 0 else np.asarray(r) for i, r in enumerate(boxes.data)]
+    boxes.data = moved
+    boxes.selected_data = {1}
+    boxes.events.highlight()
+    assert widget.query.value == int(boxes.features["query"].iloc[1])
+    widget.threshold.value = 0.0
+    assert len(boxes.data) == 3 and np.allclose(boxes.data[0], moved[0])
+    assert "boxes were edited" in widget.status.value
+
 
 def test_daft_tabular_panel_what_if_and_csv_row(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     viewer = make_napari_viewer()
