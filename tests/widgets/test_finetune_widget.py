@@ -44,3 +44,41 @@ def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qt
 def test_missing_folders_are_said(make_napari_viewer) -> None:
     widget = FinetuneWidget(make_napari_viewer())
     assert widget.start() is None and "choose the export folder" in widget.status.value
+
+
+def test_accepted_corrections_of_the_session_are_the_data(make_napari_viewer, qtbot, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    import napari_medvit.training.finetune as ft
+    from napari_medvit._layers import ORIGINAL_KEY, PREDICTION_KEY
+    from napari_medvit.widgets.corrections import REVIEW_KEY
+    from napari_medvit.widgets.finetune import FROM_SESSION
+
+    viewer = make_napari_viewer()
+    widget = FinetuneWidget(viewer)
+    widget.source.value, widget.out.value = FROM_SESSION, tmp_path / "run"
+    assert not widget.dataset.visible
+    assert widget.start() is None and "no accepted corrections" in widget.status.value
+
+    for seed in range(3):
+        f = generate_endoscopy_frame(seed, shape=(64, 80), n_polyps=1)
+        viewer.add_image(f.image, rgb=True, name=f"frame {seed}")
+        metadata = {ORIGINAL_KEY: f.mask, PREDICTION_KEY: {"source_layer": f"frame {seed}", "model": "transfuse_tiny",
+                                                            "class_names": ["background", "polyp"]}}
+        if seed < 2:  # the third is not accepted: it stays out of the data
+            metadata[REVIEW_KEY] = {"accepted": True, "time": "2026-11-25T10:00:00"}
+        viewer.add_labels(f.mask, name=f"mask {seed}", metadata=metadata)
+    seen = {}
+
+    def fake_finetune(cfg):  # the dock's settings reach the loop; no training needed here
+        seen["cfg"] = cfg
+        return ft.FinetuneResult(False, "Dice", 0.5, 0.4, 1, None, "not promoted", [])
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(ft, "finetune", fake_finetune)
+    widget.device.value, widget.precision.value, widget.lr.value = "cpu", "bf16", 3e-4
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    cfg = seen["cfg"]
+    cases = sorted(p.name for p in (Path(cfg.dataset) / "labelsTr").iterdir())
+    assert Path(cfg.dataset).parent == tmp_path / "run" / "session_data" and cases == ["frame-0.png", "frame-1.png"]
+    assert (cfg.device, cfg.precision, cfg.lr) == ("cpu", "bf16", 3e-4)
