@@ -100,6 +100,7 @@ class FinetuneWidget(Container):
         self.start_button = PushButton(text="Start fine-tuning")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="status", value="idle")
+        self.status.native.setWordWrap(True)  # promotion messages carry both figures: never cut them off
         self.extend([self.source, self.dataset, self.out, self.model, self.base, self.epochs, self.lr, self.batch,
                      self.val, self.seed, self.patience, self.augment, self.device, self.precision, self.resume,
                      self.start_button, self.cancel_button, self.status])
