@@ -1,11 +1,26 @@
 """Headless command line: the same code paths as the viewer, without Qt.
 
     medvit models                                   # list registered models
-    medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume]
     medvit infer IMAGE -o MASK [--model transfuse_s] [--checkpoint FILE] [--device auto] [--precision fp32]
+    medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume] [--config KEY=VALUE]
+    torchrun --nproc_per_node N -m napari_medvit.cli finetune EXPORT_DIR --out RUN_DIR ...   # data-parallel
+    medvit export IMAGE LABELS --dataset DIR [--case ID] [--original MASK] [--labels background,lesion]
+                  [--model NAME [--checkpoint FILE]]          # nnU-Net layout: imagesTr/, labelsTr/, dataset.json
+    medvit export IMAGE --boxes BOXES.csv|.json --dataset DIR [--categories polyp,adenoma]   # COCO annotations.json
+    medvit export IMAGE --class-label NAME [--tabular age=71,sex=1] --dataset DIR            # labels.csv
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
 MASK is written as NIfTI with the image's geometry (.nii/.nii.gz) or as PNG (2D images).
+
+Under torchrun every process runs ``finetune`` on its share of each global batch (``--batch-size``
+cases per process, so ``N × batch-size`` per step; see :mod:`napari_medvit.training.distributed`);
+only rank 0 writes files and prints.
+
+``export`` writes into the folders the viewer's *Export* writes (see
+:mod:`napari_medvit.training.export`); nothing is overwritten, an existing case id gets a new
+version (``<case>_v2`` ...). Boxes files: CSV with the header ``y0,x0,y1,x1,class`` (pixels, class
+by name), or JSON, a list of ``{"y0": .., "x0": .., "y1": .., "x1": .., "class": ".."}``.
+Bad input ends with a message on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,8 +28,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from napari_medvit.io import ImageMeta
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -46,13 +67,33 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_config(items: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` model configuration overrides; VALUE is read as JSON (``8``, ``[16,32]``, ``true``)
+    and kept as text otherwise."""
+    import json
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config {item!r}: expected KEY=VALUE, e.g. channels=[8,16]")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def _finetune(args: argparse.Namespace) -> int:
+    from napari_medvit.training.distributed import env_rank
     from napari_medvit.training.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(dataset=args.dataset, out_dir=args.out, model=args.model, checkpoint=args.checkpoint,
                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
                          seed=args.seed, size=tuple(args.size) if args.size else None, patience=args.patience,
-                         augment=args.augment, device=args.device, precision=args.precision, resume=args.resume)
+                         augment=args.augment, device=args.device, precision=args.precision, resume=args.resume,
+                         config_overrides=_parse_config(args.config))
+    main = env_rank() == 0  # under torchrun only rank 0 prints (the others yield no events)
     gen = finetune(cfg)
     while True:
         try:
@@ -61,11 +102,223 @@ def _finetune(args: argparse.Namespace) -> int:
             result = stop.value
             break
         if event.kind == "baseline":
-            print(f"base model: validation {event.metric} {event.val_metric:.3f}")
+            print(f"base model: validation {event.metric} {event.val_metric:.3f}", flush=True)
         elif event.kind == "epoch":
             print(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, validation {event.metric} "
-                  f"{event.val_metric:.3f}")
-    print(result.message)
+                  f"{event.val_metric:.3f}", flush=True)
+    if main:
+        print(result.message)
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------------
+_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
+
+
+def _default_case_id(image: str) -> str:
+    import re
+
+    name = Path(image.rstrip("/\\")).name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_") or "case"
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{option} {text!r}: give distinct, non-empty names separated by commas")
+    return names
+
+
+def _export_provenance(args: argparse.Namespace) -> dict[str, object]:
+    """The viewer's provenance fields (model, weights, checkpoint sha256) for a headless export."""
+    prov: dict[str, object] = {"exported_by": "medvit export"}
+    if args.checkpoint and not args.model:
+        raise ValueError("--checkpoint needs --model (the model the checkpoint belongs to)")
+    if args.model:
+        from napari_medvit.models import get_spec
+
+        get_spec(args.model)  # an unknown name is a ValueError listing the registered ones
+        prov.update({"model": args.model, "weights": "untrained", "checkpoint": "", "checkpoint_sha256": ""})
+    if args.checkpoint:
+        from napari_medvit.models.checkpoint import file_sha256
+
+        ckpt = Path(args.checkpoint)
+        if not ckpt.is_file():
+            raise ValueError(f"--checkpoint {args.checkpoint}: no such file")
+        prov.update({"weights": ckpt.name, "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt)})
+    return prov
+
+
+def _label_array(path: str, image_meta: ImageMeta, what: str) -> np.ndarray:
+    """A label image read with the plugin's readers, checked against the image it labels."""
+    import numpy as np
+
+    from napari_medvit.io import read_image
+    from napari_medvit.io.frames import is_frame_path
+
+    labels, meta = read_image(path)
+    labels = np.asarray(labels)
+    if meta.rgb:
+        raise ValueError(f"{what} {path}: an RGB image, not a label image (one integer value per pixel)")
+    if labels.dtype.kind not in "biuf" or (labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels))):
+        raise ValueError(f"{what} {path}: label values must be integers (dtype {labels.dtype})")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{what} {path}: label values must be non-negative (found {labels.min()})")
+    if not is_frame_path(path) and meta.ndim == image_meta.ndim:  # both carry geometry: the same voxels?
+        for field in ("spacing", "origin", "direction"):
+            if not np.allclose(np.asarray(getattr(meta, field)), np.asarray(getattr(image_meta, field)), atol=1e-3):
+                raise ValueError(f"{what} {path}: its {field} {getattr(meta, field)} differs from the image's "
+                                 f"{getattr(image_meta, field)}; resample the labels onto the image grid first")
+    return labels.astype(np.int64) if labels.dtype.kind in "bf" else labels
+
+
+def _read_boxes(path: str, shape: tuple[int, ...]) -> tuple[list[list[float]], list[str]]:
+    """(boxes as (y0, x0, y1, x1), class names) from a boxes CSV or JSON file (module docstring)."""
+    import csv
+    import json
+    import math
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--boxes {path}: no such file")
+    if file.suffix.lower() == ".json":
+        try:
+            rows = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--boxes {path}: not valid JSON ({exc})") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"--boxes {path}: expected a JSON list of objects with y0, x0, y1, x1, class")
+    elif file.suffix.lower() == ".csv":
+        with file.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"y0", "x0", "y1", "x1", "class"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"--boxes {path}: the header lacks {sorted(missing)}; expected y0,x0,y1,x1,class")
+            rows = list(reader)
+    else:
+        raise ValueError(f"--boxes {path}: use a .csv (y0,x0,y1,x1,class) or .json file")
+    h, w = shape
+    boxes, classes = [], []
+    for n, row in enumerate(rows, start=1):
+        try:
+            y0, x0, y1, x1 = (float(row[k]) for k in ("y0", "x0", "y1", "x1"))
+            name = str(row["class"]).strip()
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"--boxes {path}: box {n} needs numbers y0, x0, y1, x1 and a class, got {row}") from None
+        if not all(math.isfinite(v) for v in (y0, x0, y1, x1)) or not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise ValueError(f"--boxes {path}: box {n} ({y0}, {x0}, {y1}, {x1}) must satisfy 0 <= y0 < y1 <= {h} "
+                             f"and 0 <= x0 < x1 <= {w} (the image is {h} x {w})")
+        if not name:
+            raise ValueError(f"--boxes {path}: box {n} has no class")
+        boxes.append([y0, x0, y1, x1])
+        classes.append(name)
+    return boxes, classes
+
+
+def _parse_tabular(text: str | None) -> dict[str, float | None] | None:
+    if text is None:
+        return None
+    out: dict[str, float | None] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--tabular {text!r}: expected NAME=VALUE pairs separated by commas, e.g. age=71,sex=1")
+        try:
+            out[key.strip()] = float(value) if value.strip() else None  # empty: a missing value
+        except ValueError:
+            raise ValueError(f"--tabular: {key.strip()}={value!r} is not a number") from None
+    return out
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from napari_medvit.io import read_image
+    from napari_medvit.training import export as ex
+
+    forms = [name for name, given in (("LABELS", args.labels_file), ("--boxes", args.boxes),
+                                      ("--class-label", args.class_label)) if given is not None]
+    if len(forms) != 1:
+        raise ValueError("give exactly one of LABELS (a mask file), --boxes FILE or --class-label NAME"
+                         + (f"; got {' and '.join(forms)}" if forms else ""))
+    for option, value, form in (("--original", args.original, "LABELS"), ("--labels", args.label_names, "LABELS"),
+                                ("--categories", args.categories, "--boxes"),
+                                ("--tabular", args.tabular, "--class-label")):
+        if value is not None and forms[0] != form:
+            raise ValueError(f"{option} goes with {form}, not with {forms[0]}")
+    prov = _export_provenance(args)
+    tabular = _parse_tabular(args.tabular)
+    image, meta = read_image(args.image)
+    case_id = args.case or _default_case_id(args.image)
+    root = Path(args.dataset)
+
+    if args.labels_file is not None:
+        labels = _label_array(args.labels_file, meta, "LABELS")
+        original = _label_array(args.original, meta, "--original") if args.original else None
+        if args.label_names:
+            names = _names(args.label_names, "--labels")
+        elif args.model:
+            from napari_medvit.models import get_spec
+
+            names = list(get_spec(args.model).class_names)
+        elif (root / "dataset.json").is_file():  # the folder's own names keep a dataset consistent
+            try:
+                known = json.loads((root / "dataset.json").read_text()).get("labels", {})
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{root / 'dataset.json'}: not valid JSON ({exc})") from exc
+            names = [n for n, _ in sorted(known.items(), key=lambda kv: int(kv[1]))] or ["background", "foreground"]
+        else:
+            names = ["background", "foreground"]  # the viewer's default for a mask without class names
+        top = int(labels.max()) if labels.size else 0
+        if top >= len(names):
+            raise ValueError(f"LABELS {args.labels_file} holds the value {top} but only {len(names)} label name(s) "
+                             f"{names}; name them all with --labels")
+        case = ex.export_case(root, case_id, image, meta, labels, label_names={n: i for i, n in enumerate(names)},
+                              original=original, provenance=prov)
+        note = f" (a new version of {case.supersedes})" if case.supersedes else ""
+        print(f"exported case {case.case_id}{note} to {root}: {case.label_file.relative_to(root)}, "
+              f"{', '.join(str(p.relative_to(root)) for p in case.image_files)}")
+        return 0
+
+    if args.boxes is not None:
+        if meta.ndim != 2:
+            raise ValueError(f"--boxes: COCO export takes 2D images; {args.image} is {meta.ndim}D")
+        boxes, classes = _read_boxes(args.boxes, meta.spatial_shape(np.asarray(image).shape))
+        ann = root / "annotations.json"
+        if args.categories:
+            categories = _names(args.categories, "--categories")
+        elif ann.is_file():
+            try:
+                categories = [c["name"] for c in json.loads(ann.read_text())["categories"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{ann}: not a COCO annotations file ({exc})") from exc
+        else:
+            categories = list(dict.fromkeys(classes))
+        unknown = sorted(set(classes) - set(categories))
+        if unknown:
+            raise ValueError(f"--boxes {args.boxes}: class(es) {unknown} not among the categories {categories}")
+        if not categories:
+            raise ValueError("--boxes: no boxes and no categories; give --categories for an image without findings")
+        path = ex.export_boxes_coco(root, case_id, image, meta, np.asarray(boxes, dtype=float).reshape(-1, 4),
+                                    categories, [categories.index(c) for c in classes], provenance=prov)
+        print(f"exported {len(boxes)} box(es) of image {path.stem} to {root / 'annotations.json'}")
+        return 0
+
+    import csv
+
+    label = args.class_label.strip()
+    if not label:
+        raise ValueError("--class-label: give the class name")
+    path = ex.export_class_label(root, case_id, label, image=image, meta=meta, tabular=tabular, provenance=prov)
+    with path.open(newline="") as f:
+        exported = list(csv.DictReader(f))[-1]["case_id"]
+    print(f"exported case {exported} (class {label}) to {path}")
     return 0
 
 
@@ -90,14 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_infer)
-    f = sub.add_parser("finetune", help="fine-tune a 2D segmentation model on an export folder (the viewer's code path)")
-    f.add_argument("dataset", help="export folder (dataset.json, imagesTr/, labelsTr/)")
+    f = sub.add_parser("finetune", help="fine-tune a model on an export folder (the viewer's code path; torchrun-able)")
+    f.add_argument("dataset", help="export folder (dataset.json + imagesTr/ + labelsTr/, annotations.json or labels.csv)")
     f.add_argument("--out", required=True, help="run folder: epoch checkpoints, versions/, active.json")
     f.add_argument("--model", default="transfuse_s")
     f.add_argument("--checkpoint", default=None, help="base weights (default: untrained)")
     f.add_argument("--epochs", type=int, default=10)
     f.add_argument("--lr", type=float, default=None, help="default: the paper's rate for the task")
-    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--batch-size", type=int, default=4, help="cases per step and process (torchrun: N x this per step)")
     f.add_argument("--val-fraction", type=float, default=0.25)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -106,7 +359,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", choices=DEVICES)
     f.add_argument("--precision", default="fp32", choices=PRECISIONS)
     f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
+    f.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help="model configuration override (repeatable; VALUE as JSON), e.g. channels=[8,16]")
     f.set_defaults(func=_finetune)
+    e = sub.add_parser("export", help="add a corrected mask, boxes or class label to an export folder (the viewer's)")
+    e.add_argument("image", help="the image: NIfTI / DICOM file or folder / PNG, JPG, TIF frame")
+    e.add_argument("labels_file", nargs="?", default=None, metavar="LABELS",
+                   help="label image on the image's grid -> nnU-Net layout (imagesTr/, labelsTr/, dataset.json)")
+    e.add_argument("--dataset", required=True, help="export folder (created if missing)")
+    e.add_argument("--case", default=None, help="case id (default: the image's file name)")
+    e.add_argument("--original", default=None, metavar="MASK",
+                   help="the model's mask before correction: Dice/IoU/HD95 against LABELS go into the provenance")
+    e.add_argument("--labels", dest="label_names", default=None, metavar="NAMES",
+                   help="label names by value, e.g. background,lesion (default: the model's, the folder's, "
+                        "or background,foreground)")
+    e.add_argument("--model", default=None, help="the model that made the prediction (provenance)")
+    e.add_argument("--checkpoint", default=None, help="its checkpoint file (provenance: name and sha256)")
+    e.add_argument("--boxes", default=None, metavar="FILE",
+                   help="boxes CSV (y0,x0,y1,x1,class) or JSON list -> COCO annotations.json + images/")
+    e.add_argument("--categories", default=None, metavar="NAMES",
+                   help="COCO category names in order (default: the folder's, or the classes in FILE)")
+    e.add_argument("--class-label", default=None, metavar="NAME", help="the image's class -> labels.csv + images/")
+    e.add_argument("--tabular", default=None, metavar="K=V,...", help="DAFT tabular row, e.g. age=71,sex=1 "
+                   "(an empty value is missing)")
+    e.set_defaults(func=_export)
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)
     return parser

@@ -17,6 +17,12 @@ segmentation, classification (CrossViT, timm baselines, DAFT with tabular rows) 
    sha256, data summary, both metric figures) and ``active.json`` points at it only if it beats
    the base on the same validation cases; otherwise the base stays active and the result says
    so with both figures. :func:`rollback` makes an earlier version active again.
+
+Launched by ``torchrun --nproc_per_node N`` (e.g. ``torchrun --nproc_per_node 2 -m napari_medvit.cli
+finetune ...``) the same generator runs data-parallel in every process (DistributedDataParallel; nccl
+on CUDA with each process on ``cuda:LOCAL_RANK``, gloo on CPU): one step consumes ``N × batch_size``
+cases, see :mod:`napari_medvit.training.distributed` for the exact semantics. Without torchrun's
+environment nothing changes.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ class FinetuneConfig:
     checkpoint: str | None = None
     epochs: int = 10
     lr: float | None = None  # default: the task's (the paper's) learning rate
-    batch_size: int = 4
+    batch_size: int = 4  # per process: under torchrun one step consumes world size × batch_size cases
     val_fraction: float = 0.25
     seed: int = 0
     size: tuple[int, ...] | None = None  # training size; default: the model's preprocessing size
@@ -92,19 +98,46 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 
 def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
+    """Run ``cfg`` (see the module docstring); under torchrun, one process of a data-parallel run.
+
+    Launched by ``torchrun --nproc_per_node W``, every process runs this generator: each takes its
+    share of each epoch's seeded permutation (``distributed.shard``), trains
+    ``DistributedDataParallel(MethodDispatch(model))`` and so one step consumes ``W × batch_size``
+    cases. All processes score the validation cases on the unwrapped model and use rank 0's figure,
+    so early stopping and promotion agree; only rank 0 writes files (epoch checkpoints, best.pt,
+    versions, active.json) and yields events, the others return the same result.
+    """
+    from napari_medvit.training import distributed
+
+    ctx = distributed.setup(resolve_device(cfg.device))
+    try:
+        result = yield from _finetune(cfg, ctx)
+        ctx.barrier()  # nobody leaves (and destroys the group) while rank 0 still writes
+        return result
+    finally:
+        ctx.shutdown()
+
+
+def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneResult]:
+    from napari_medvit.training import distributed
+
+    main = ctx.is_main
     out = Path(cfg.out_dir)
-    (out / "versions").mkdir(parents=True, exist_ok=True)
+    if main:
+        (out / "versions").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = ctx.device
     spec = get_spec(cfg.model)
     overrides = {**task_class(spec).model_overrides(cfg.dataset, spec), **cfg.config_overrides}
     base = create_model(cfg.model, checkpoint=cfg.checkpoint, **overrides).to(device)
+    base, synced_bn = distributed.sync_batchnorm(base, ctx)
     task: Task = make_task(cfg.dataset, base, device, val_fraction=cfg.val_fraction, seed=cfg.seed,
                            size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
     metric = task.metric
     amp = _autocast(device, cfg.precision)  # checked before the (slow) baseline
-    base_metric = task.evaluate(base)
-    yield Event("baseline", 0, val_metric=base_metric, metric=metric)
+    base_metric = ctx.broadcast_float(task.evaluate(base))
+    if main:
+        yield Event("baseline", 0, val_metric=base_metric, metric=metric)
 
     model = base
     opt = task.optimizer(model.parameters(), cfg.lr or task.default_lr)
@@ -118,22 +151,32 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
         opt.load_state_dict(state["optimizer"])
         history = [dict(h) for h in state["history"]]
         start = int(state["epoch"]) + 1
+    trained = distributed.wrap(model, ctx)  # DDP(MethodDispatch(model)) under torchrun; shares model's parameters
     best = max(history, key=lambda h: h["val_metric"], default=None)
     gen = torch.Generator().manual_seed(cfg.seed + start)
+    # one process: one generator for the permutation and the augmentation (as always); several: the
+    # permutation's generator is the same on every rank, the augmentation's differs per rank
+    aug_gen = gen if ctx.world_size == 1 else torch.Generator().manual_seed(
+        cfg.seed + start + 1_000_003 * (ctx.rank + 1))
     for epoch in range(start, cfg.epochs + 1):
-        model.train()
+        trained.train()
         order = torch.randperm(task.n_train, generator=gen).tolist()
         losses = []
-        for b in range(0, len(order), cfg.batch_size):
-            batch = task.batch(order[b:b + cfg.batch_size], gen)
+        for idx in distributed.shard(order, cfg.batch_size, ctx.rank, ctx.world_size):
+            batch = task.batch(idx, aug_gen)
             with amp:
-                loss = task.loss(model, batch)
+                loss = task.loss(trained, batch)
             opt.zero_grad()
+            try:
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            except RuntimeError as exc:
+                if ctx.enabled and "ready only once" in str(exc):
+                    raise RuntimeError(f"{cfg.model}: the task's loss runs the model more than once per step, "
+                                       "which DistributedDataParallel cannot synchronise; data-parallel training "
+                                       "needs one model call per step") from exc
+                raise
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.unscale_(opt)
-            else:
-                loss.backward()
             if task.clip_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), task.clip_norm)
             if scaler is not None:
@@ -141,18 +184,22 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
                 scaler.update()
             else:
                 opt.step()
-            losses.append(float(loss))
-            yield Event("step", epoch, train_loss=losses[-1], metric=metric)  # a GUI shows progress, can cancel
-        val = task.evaluate(model)
+            losses.append(ctx.mean_float(float(loss.detach())))  # the global batch's loss (equal shares per rank)
+            if main:
+                yield Event("step", epoch, train_loss=losses[-1], metric=metric)  # a GUI shows progress, can cancel
+        val = ctx.broadcast_float(task.evaluate(model))
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": val})
         ckpt = out / f"epoch_{epoch:03d}.pt"
-        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
-        atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
-        if best is None or val > best["val_metric"]:
+        improved = best is None or val > best["val_metric"]
+        if improved:
             best = history[-1]
-            atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
-        yield Event("epoch", epoch, train_loss=history[-1]["train_loss"], val_metric=val, metric=metric)
-        yield Event("checkpoint", epoch, path=str(ckpt), metric=metric)
+        if main:
+            payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
+            atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
+            if improved:
+                atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
+            yield Event("epoch", epoch, train_loss=history[-1]["train_loss"], val_metric=val, metric=metric)
+            yield Event("checkpoint", epoch, path=str(ckpt), metric=metric)
         if epoch - int(best["epoch"]) >= cfg.patience:
             break
 
@@ -162,25 +209,40 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
         return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
                               f"not promoted: validation {metric} {best_metric:.3f} does not beat the base model's "
                               f"{base_metric:.3f} on the same {n_val} case(s); the base stays active", history)
-    weights = torch.load(out / "best.pt", map_location=device, weights_only=True)["model"]
+    version = None
+    if main:
+        version = str(_promote(cfg, ctx, out, model, base, spec, task, metric, base_metric, best_metric,
+                               int(best["epoch"]), synced_bn))
+    version = ctx.broadcast_object(version)
+    return FinetuneResult(True, metric, base_metric, best_metric, int(best["epoch"]), version,
+                          f"promoted {Path(version).name}: validation {metric} {best_metric:.3f} > base "
+                          f"{base_metric:.3f}", history)
+
+
+def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, base: torch.nn.Module, spec: Any,
+             task: Task, metric: str, base_metric: float, best_metric: float, best_epoch: int,
+             synced_bn: bool) -> Path:
+    """Rank 0: the best epoch's weights become ``versions/vN.safetensors`` and the active version."""
+    weights = torch.load(out / "best.pt", map_location=ctx.device, weights_only=True)["model"]
     model.load_state_dict(weights)
     model.cpu()
     n = len(list((out / "versions").glob("v*.safetensors"))) + 1
     version = out / "versions" / f"v{n}.safetensors"
     info = getattr(base, "checkpoint_info", None)
     base_names = ((info.manifest or {}).get("class_names") if info else None) or list(spec.class_names)
+    parallel = ({"world_size": ctx.world_size, "batch_size_per_process": cfg.batch_size,
+                 "global_batch_size": cfg.batch_size * ctx.world_size, "sync_batchnorm": synced_bn}
+                if ctx.world_size > 1 else {})
     manifest = Manifest(
         arch=cfg.model, config=getattr(model, "config", {}), class_names=list(task.class_names or base_names),
         preprocessing={}, trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
         extra={"base_checkpoint": cfg.checkpoint or "untrained", "base_sha256":
                file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
                **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,
-               "epoch": int(best["epoch"])})
+               "epoch": best_epoch, **({"distributed": parallel} if parallel else {})})
     save_checkpoint(model, version, manifest)
     _set_active(out, version)
-    return FinetuneResult(True, metric, base_metric, best_metric, int(best["epoch"]), str(version),
-                          f"promoted {version.name}: validation {metric} {best_metric:.3f} > base {base_metric:.3f}",
-                          history)
+    return version
 
 
 def _set_active(out: Path, version: Path) -> None:
