@@ -209,7 +209,8 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     """Add one 2D image and its corrected boxes ((y0, x0, y1, x1) pixels) to ``annotations.json`` (COCO).
 
     The image is written to ``images/<image_id>.png``; an image id already present is versioned
-    like :func:`export_case`.
+    like :func:`export_case`. Boxes are clipped to the image (a box dragged partly off the frame
+    keeps its visible part); a box with nothing left inside the image is refused by name.
     """
     import skimage.io
 
@@ -222,6 +223,11 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
         raise ValueError(f"{len(boxes)} boxes but {len(box_labels)} labels")
     if any(not 0 <= c < len(categories) for c in box_labels):
         raise ValueError(f"box labels must index the {len(categories)} categories {categories}")
+    h, w = meta.spatial_shape(np.asarray(image).shape)
+    boxes = np.clip(boxes, 0, [h, w, h, w])
+    empty = [i for i, (y0, x0, y1, x1) in enumerate(boxes) if y1 <= y0 or x1 <= x0]
+    if empty:
+        raise ValueError(f"box(es) {empty} lie outside the {h}x{w} image: delete or move them before exporting")
     root = Path(dataset)
     (root / "images").mkdir(parents=True, exist_ok=True)
     ann_path = root / "annotations.json"
@@ -236,7 +242,6 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
         name, n = f"{image_id}_v{n}.png", n + 1
     atomic_write(root / "images" / name, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
     img_id = max((img["id"] for img in coco["images"]), default=0) + 1
-    h, w = meta.spatial_shape(np.asarray(image).shape)
     coco["images"].append({"id": img_id, "file_name": name, "height": int(h), "width": int(w),
                            "medvit_provenance": provenance or {}})
     next_ann = max((a["id"] for a in coco["annotations"]), default=0) + 1

@@ -98,6 +98,12 @@ def test_boxes_go_to_coco_and_classes_to_csv(tmp_path: Path) -> None:
                                     "area": 600.0, "iscrowd": 0}]
     with pytest.raises(ValueError, match="categories"):
         export_boxes_coco(tmp_path / "det", "frame-2", frame, meta, boxes, ["lesion"], [0])
+    export_boxes_coco(tmp_path / "det", "frame-3", frame, meta, np.array([[50.0, -5.0, 70.0, 30.0]]), ["polyp"], [0])
+    coco = json.loads((tmp_path / "det" / "annotations.json").read_text())
+    assert coco["annotations"][-1]["bbox"] == [0.0, 50.0, 30.0, 10.0]  # clipped to the 60x80 frame
+    with pytest.raises(ValueError, match=r"box\(es\) \[0\] lie outside the 60x80 image"):
+        export_boxes_coco(tmp_path / "det", "frame-4", frame, meta, np.array([[61.0, 0, 70, 5]]), ["polyp"], [0])
+    assert not (tmp_path / "det" / "images" / "frame-4.png").exists()  # refused before anything is written
 
     export_class_label(tmp_path / "cls", "case-1", "MCI", tabular={"age": 71.0, "ABETA": None})
     export_class_label(tmp_path / "cls", "case-1", "CN", image=frame, meta=meta, tabular={"age": 71.0, "ABETA": 900.0})
