@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, finished_files
 from .dicom import folder_has_dicom, has_dicm_preamble, is_dicom_path, read_dicom
 from .errors import MedVitReadError
 from .frames import is_frame_path, read_frame, write_png_labels

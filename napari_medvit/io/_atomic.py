@@ -66,3 +66,12 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[str], object]
         finally:
             os.close(dir_fd)
     return str(target)
+
+
+def finished_files(folder: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """The files of ``folder`` matching ``pattern``, sorted, without the hidden temporary files
+    (``.<name>.<random>.tmp<suffix>``) that a writer killed inside :func:`atomic_write` leaves behind."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))

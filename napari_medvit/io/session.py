@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medvit.io._atomic import atomic_write
+from napari_medvit.io._atomic import atomic_write, finished_files
 
 
 @dataclass
@@ -68,7 +68,7 @@ def load_corrections(source: str, root: Path | None = None) -> list[SavedCorrect
     """The corrections saved for ``source``, oldest first; unreadable files are skipped."""
     folder = (root or sessions_root()) / session_key(source)
     found = []
-    for path in sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+    for path in sorted(finished_files(folder, "*.npz"), key=lambda p: p.stat().st_mtime):
         try:
             with np.load(path, allow_pickle=False) as z:
                 info = json.loads(str(z["info"]))

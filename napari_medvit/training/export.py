@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_medvit.io import ImageMeta, atomic_write, read_image, write_nifti_labels, write_png_labels
+from napari_medvit.io import (
+    ImageMeta,
+    atomic_write,
+    finished_files,
+    read_image,
+    write_nifti_labels,
+    write_png_labels,
+)
 
 _CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -186,7 +193,7 @@ def export_case(dataset: str | Path, case_id: str, image: np.ndarray, meta: Imag
     prov_file = root / "provenance" / f"{case_id}.json"
     atomic_write(prov_file, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 
-    n_cases = len(list((root / "labelsTr").glob(f"*{ending}")))
+    n_cases = len(finished_files(root / "labelsTr", f"*{ending}"))
     names = channel_names or ({"0": "R", "1": "G", "2": "B"} if two_d and meta.rgb else
                               {str(i): f"channel {i}" for i in range(len(channels))})
     info.update({"channel_names": names, "labels": dict(label_names), "numTraining": n_cases, "file_ending": ending,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medvit.io import read_image
+from napari_medvit.io import finished_files, read_image
 from napari_medvit.training.augment import augment_2d
 from napari_medvit.training.tasks import Task, call, split
 from napari_medvit.transforms import scale_to_unit
@@ -51,7 +51,7 @@ def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if info.get("file_ending") != ".png":
         raise ValueError(f"{root}: fine-tuning 2D models needs PNG frames, the folder holds {info.get('file_ending')}")
     cases = []
-    for label_file in sorted((root / "labelsTr").glob("*.png")):
+    for label_file in finished_files(root / "labelsTr", "*.png"):
         case = label_file.name[: -len(".png")]
         image_file = root / "imagesTr" / f"{case}_0000.png"
         if not image_file.is_file():

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medvit.io import read_image
+from napari_medvit.io import finished_files, read_image
 from napari_medvit.training.tasks import Task, call, split
 from napari_medvit.transforms import scale_intensity_range, scale_to_unit
 
@@ -134,7 +134,7 @@ def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[s
     ids, images, labels = [], [], []
     smallest = int(pre.get("min_size", 2))
     dtype = np.uint8 if n_classes <= 256 else np.int32
-    for label_file in sorted((root / "labelsTr").glob(f"*{ENDING}")):
+    for label_file in finished_files(root / "labelsTr", f"*{ENDING}"):
         case = label_file.name[: -len(ENDING)]
         channels = []
         for c in range(n_channels):
