@@ -235,7 +235,8 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
                 if ctx.world_size > 1 else {})
     manifest = Manifest(
         arch=cfg.model, config=getattr(model, "config", {}), class_names=list(task.class_names or base_names),
-        preprocessing={}, trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
+        preprocessing={**((info.manifest or {}).get("preprocessing") or {} if info else {}), **task.preprocessing},
+        trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
         extra={"base_checkpoint": cfg.checkpoint or "untrained", "base_sha256":
                file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
                **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,

@@ -60,6 +60,7 @@ class Task:
         self.train_ids: list[str] = []
         self.val_ids: list[str] = []
         self.class_names: list[str] | None = None  # set when the data defines the classes (manifest)
+        self.preprocessing: dict[str, Any] = {}  # what the predictor must do differently (manifest, over the base's)
 
     @classmethod
     def model_overrides(cls, dataset: str | Path, spec: Any) -> dict[str, Any]:

@@ -138,3 +138,19 @@ def test_bf16_autocast_trains_on_cpu(dataset: Path, tmp_path: Path) -> None:
                          batch_size=2, size=(64, 64), precision="bf16")
     _, result = run(cfg)
     assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_a_version_keeps_the_base_checkpoints_preprocessing(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from napari_medvit.models import create_model
+    from napari_medvit.models.checkpoint import Manifest, save_checkpoint
+
+    base = create_model("transfuse_tiny")
+    pre = {"resize": [64, 64], "threshold": 0.4}
+    save_checkpoint(base, tmp_path / "base.safetensors", Manifest(arch="transfuse_tiny", config=base.config,
+                    class_names=["background", "polyp"], preprocessing=pre, trained=True))
+    scripted_scores(monkeypatch, [0.1, 0.2])
+    _, result = run(FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "p"), model="transfuse_tiny",
+                                   checkpoint=str(tmp_path / "base.safetensors"), epochs=1, size=(64, 64)))
+    manifest = create_model("transfuse_tiny", checkpoint=result.version).checkpoint_info.manifest
+    assert manifest["preprocessing"] == pre and manifest["class_names"] == ["background", "polyp"]
+    assert len(manifest["extra"]["base_sha256"]) == 64
