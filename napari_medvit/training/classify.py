@@ -145,6 +145,22 @@ def _cell(value: str) -> float | str | None:
     return None if np.isnan(number) else number
 
 
+def standardised(features: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, str]]) -> tuple[dict[str, Any], ...]:
+    """The feature list with each feature's ``mean``/``std`` over the given rows' present values, as the
+    official DAFT script standardises its tabular data with training statistics; features that already
+    carry statistics, or have no numeric value in the rows, are kept as they are."""
+    out = []
+    for f in features:
+        f = dict(f)
+        if "mean" not in f:
+            values = [v for r in rows if isinstance(v := _cell(r.get(f["name"]) or ""), float)]
+            if values:
+                f["mean"] = float(np.mean(values))
+                f["std"] = float(np.std(values)) or 1.0
+        out.append(f)
+    return tuple(out)
+
+
 def encode_tabular(features: Sequence[Mapping[str, Any]], row: Mapping[str, str], case: str) -> np.ndarray:
     """One labels.csv row's tabular columns as the model's input vector (see :func:`tabular_vector`)."""
     values = {k: _cell(v) for k, v in row.items() if k not in RESERVED_COLUMNS}
@@ -236,6 +252,10 @@ class ClassifyTask(Task):
             if len(self.size) != 3:
                 raise ValueError(f"{spec.name} trains on volumes: size must have 3 entries, got {self.size}")
             self.features = tabular_features(model)
+            info = getattr(model, "checkpoint_info", None)
+            if not (info is not None and info.trained):  # untrained: standardise with the training rows' statistics
+                self.features = standardised(self.features, [rows[i] for i in train_idx])
+                self.preprocessing = {"tabular": [dict(f) for f in self.features]}  # the predictor applies them
             n_tab = getattr(model, "n_tabular", None)
             width = len(tabular_names(self.features))
             if n_tab is not None and int(n_tab) != width:

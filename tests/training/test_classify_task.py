@@ -149,11 +149,15 @@ def test_daft_trains_one_epoch_on_volumes_with_missing_tabular_values(volumes: P
     task = ClassifyTask(volumes, model, torch.device("cpu"), val_fraction=0.34, seed=0, size=(32, 32, 32),
                         augment="standard")
     assert task.class_names == ["CN", "MCI", "Dementia"] and task.default_lr == 0.013
-    # rows encoded as the predictor encodes them (a missing value: 0 and its indicator 1)
-    features = get_spec("daft").preprocessing["tabular"]
-    for k, case in enumerate(task.train_ids):
+    # an untrained DAFT gets the training rows' statistics (recorded for the predictor in the version's manifest)
+    features = task.preprocessing["tabular"]
+    assert [f["name"] for f in features] == [f["name"] for f in get_spec("daft").preprocessing["tabular"]]
+    ages = [daft_row(int(case.split("-")[1]))["age"] for case in task.train_ids]
+    age = next(f for f in features if f["name"] == "age")
+    assert age["mean"] == pytest.approx(np.mean(ages)) and age["std"] == pytest.approx(np.std(ages))
+    for k, case in enumerate(task.train_ids):  # rows encoded as the predictor encodes them (missing: 0, indicator 1)
         expected = tabular_vector(features, daft_row(int(case.split("-")[1])))
-        np.testing.assert_allclose(task.tab_t[k].numpy(), expected)
+        np.testing.assert_allclose(task.tab_t[k].numpy(), expected, atol=1e-6)
     assert task.tab_t.shape[1] == 14 and float(task.tab_t[:, 9:].sum()) >= len(task.train_ids)  # PTAU always missing
 
     x, tab, y = task.batch([0, 1], torch.Generator().manual_seed(3))
@@ -170,12 +174,18 @@ def test_daft_trains_one_epoch_on_volumes_with_missing_tabular_values(volumes: P
     assert 0.0 <= result.history[0]["val_metric"] <= 1.0
 
 
-def test_daft_inputs_match_the_predictors(volumes: Path) -> None:
+def test_daft_inputs_match_the_predictors(volumes: Path, tmp_path: Path) -> None:
     from napari_medvit.inference.predictor import Predictor
     from napari_medvit.io import read_image
 
-    model = create_model("daft")
+    from napari_medvit.models.checkpoint import Manifest, save_checkpoint
+
+    trained = tmp_path / "daft.safetensors"  # a trained base keeps its own tabular encoding
+    save_checkpoint(create_model("daft"), trained, Manifest(arch="daft", config={}, trained=True,
+                                                            class_names=["CN", "MCI", "Dementia"]))
+    model = create_model("daft", checkpoint=trained)
     task = ClassifyTask(volumes, model, torch.device("cpu"), val_fraction=0.34, seed=0, size=None, augment="none")
+    assert task.preprocessing == {}
     assert tuple(task.xs_v.shape[2:]) == (64, 64, 64)
     predictor = Predictor(model, device="cpu")
     for case, x, tab in zip(task.val_ids, task.xs_v, task.tab_v):
