@@ -131,7 +131,10 @@ def task_class(spec: Any) -> type[Task]:
     module = _TASKS.get((spec.task, spec.dims)) or _TASKS.get((spec.task, None))
     if module is None:
         raise ValueError(f"fine-tuning is not available for {spec.name} ({spec.task}, {spec.dims}D)")
-    return importlib.import_module(module).TASK
+    task = getattr(importlib.import_module(module), "TASK", None)
+    if task is None:
+        raise ValueError(f"fine-tuning {spec.name} ({spec.task}) is not available yet")
+    return task
 
 
 def make_task(dataset: str | Path, model: torch.nn.Module, device: torch.device, **kwargs: Any) -> Task:
