@@ -27,20 +27,43 @@ _TASK_NAMES = {"segment": "segmentation", "classify": "classification", "detect"
 
 
 class TrainingCurves(pg.PlotWidget):
-    """Mean training loss and the validation metric per epoch; the base model's figure as a dashed line."""
+    """The validation metric per epoch on the left axis (0-1: Dice, balanced accuracy, AP50), the base
+    model's figure as a dashed line, and the mean training loss on its own right axis, since a loss
+    (e.g. SMCA-DETR's set loss of ~10) would flatten a 0-1 metric on a shared one."""
 
     def __init__(self) -> None:
         super().__init__(background=None)
         self.setMinimumHeight(180)
+        plot = self.getPlotItem()
         self.legend = self.addLegend(offset=(5, 5))
-        self.getPlotItem().setLabel("bottom", "epoch")
-        self.loss = self.plot([], [], pen=pg.mkPen(230, 140, 60, width=2), symbol="s", symbolSize=5, name="train loss")
+        plot.setLabel("bottom", "epoch")
+        plot.setLabel("left", "validation metric")
+        plot.setYRange(0.0, 1.0, padding=0.03)
+        plot.enableAutoRange(axis="y", enable=False)
+        plot.showAxis("right")
+        plot.setLabel("right", "train loss")
+        self.loss_view = pg.ViewBox()
+        plot.scene().addItem(self.loss_view)
+        plot.getAxis("right").linkToView(self.loss_view)
+        self.loss_view.setXLink(plot)
+        plot.vb.sigResized.connect(self._sync_views)
+        self.loss = pg.PlotDataItem([], [], pen=pg.mkPen(230, 140, 60, width=2), symbol="s", symbolSize=5,
+                                    symbolBrush=(230, 140, 60), name="train loss")
+        self.loss_view.addItem(self.loss)
         self.score = self.plot([], [], pen=pg.mkPen(80, 160, 230, width=2), symbol="o", symbolSize=6,
-                               name="validation metric")
+                               symbolBrush=(80, 160, 230), name="validation metric")
         self.base = self.plot([], [], pen=pg.mkPen(150, 150, 150, style=pg.QtCore.Qt.PenStyle.DashLine),
                               name="base model")
+        self.legend.clear()
+        for curve, label in ((self.loss, "train loss"), (self.score, "validation metric"), (self.base, "base model")):
+            self.legend.addItem(curve, label)
         self.metric = ""
         self.epochs: list[tuple[int, float, float]] = []
+
+    def _sync_views(self) -> None:
+        plot = self.getPlotItem()
+        self.loss_view.setGeometry(plot.vb.sceneBoundingRect())
+        self.loss_view.linkedViewChanged(plot.vb, self.loss_view.XAxis)
 
     def reset(self) -> None:
         self.epochs = []
@@ -50,6 +73,7 @@ class TrainingCurves(pg.PlotWidget):
     def set_metric(self, name: str) -> None:
         """Name the validation curves after the task's metric (Dice, balanced accuracy, AP50)."""
         self.metric = name
+        self.getPlotItem().setLabel("left", f"validation {name}")
         self.legend.clear()
         for curve, label in ((self.loss, "train loss"), (self.score, f"validation {name}"),
                              (self.base, f"base model's {name}")):
@@ -60,9 +84,12 @@ class TrainingCurves(pg.PlotWidget):
         xs = [e[0] for e in self.epochs]
         self.score.setData(xs, [e[1] for e in self.epochs])
         self.loss.setData(xs, [e[2] for e in self.epochs])
+        self.loss_view.enableAutoRange(axis=pg.ViewBox.YAxis)
+        self.getPlotItem().setXRange(0, max(max(xs), 1), padding=0.03)
 
     def set_base(self, score: float, epochs: int) -> None:
         self.base.setData([0, max(epochs, 1)], [score, score])
+        self.getPlotItem().setXRange(0, max(epochs, 1), padding=0.03)
 
 
 def _model_choices() -> list[tuple[str, str]]:

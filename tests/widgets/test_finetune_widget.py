@@ -82,3 +82,28 @@ def test_accepted_corrections_of_the_session_are_the_data(make_napari_viewer, qt
     cases = sorted(p.name for p in (Path(cfg.dataset) / "labelsTr").iterdir())
     assert Path(cfg.dataset).parent == tmp_path / "run" / "session_data" and cases == ["frame-0.png", "frame-1.png"]
     assert (cfg.device, cfg.precision, cfg.lr) == ("cpu", "bf16", 3e-4)
+
+
+def test_detection_fine_tunes_in_the_dock_with_ap50_curves(make_napari_viewer, qtbot, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    from napari_medvit.training.detection import DetectTask
+    from napari_medvit.training.export import export_boxes_coco
+
+    for seed in range(4):
+        f = generate_endoscopy_frame(seed, shape=(64, 80), n_polyps=1)
+        export_boxes_coco(tmp_path / "coco", f"f{seed}", f.image, ImageMeta.identity(2, rgb=True), f.boxes,
+                          ["polyp"], [0])
+    scores = iter([0.2, 0.5])  # baseline, epoch 1: promoted
+    monkeypatch.setattr(DetectTask, "evaluate", lambda *a, **k: next(scores))
+    viewer = make_napari_viewer()
+    _, inference = viewer.window.add_plugin_dock_widget("napari-medvit", "MedViT inference")
+    widget = FinetuneWidget(viewer)
+    widget.dataset.value, widget.out.value = tmp_path / "coco", tmp_path / "run"
+    widget.model.value, widget.epochs.value, widget.batch.value = "smca_detr_tiny", 1, 2
+    widget.device.value, widget.augment.value = "cpu", "standard"
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert widget.result.promoted and widget.result.metric == "AP50", widget.status.value
+    legend = [label.text for _, label in widget.curves.legend.items]
+    assert legend == ["train loss", "validation AP50", "base model's AP50"]
+    assert inference.model.value == "smca_detr_tiny" and inference._checkpoint_path() == widget.result.version
