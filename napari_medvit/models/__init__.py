@@ -15,10 +15,11 @@ from napari_medvit.models._registry import ModelSpec, get_spec, list_models
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "list_models"]
+__all__ = ["ModelSpec", "create_model", "get_spec", "head_prefixes", "list_models"]
 
 
-def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None, **config_overrides: Any) -> nn.Module:
+def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None, new_head: bool = False,
+                 **config_overrides: Any) -> nn.Module:
     """Build a registered model; with no overrides, its reference configuration.
 
     ``checkpoint``: a .safetensors/.pt/.pth file, ours (with a manifest) or laid out like the
@@ -27,6 +28,12 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     :class:`~napari_medvit.models.checkpoint.CheckpointError` listing the offending keys.
     The returned model is in eval mode and carries ``model.medvit_spec`` and
     ``model.checkpoint_info`` (trained or not, source, sha256).
+
+    ``new_head=True`` (with a checkpoint): the class head (:func:`head_prefixes`) keeps its fresh
+    initialisation, shaped by the overrides (e.g. ``num_classes``), and everything else is loaded
+    strictly; this is how a classifier or detector is fine-tuned on classes other than its
+    checkpoint's. ``checkpoint_info.new_head`` then lists the head's prefixes and the manifest's
+    class names are dropped (they described the old head).
     """
     from napari_medvit.models._compat import keep_triton_out_without_cuda
 
@@ -53,17 +60,34 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
         model = factory(**{**spec.factory_args, **config_overrides})
     except TypeError as exc:
         raise ValueError(f"{name}: invalid configuration {config_overrides}: {exc}") from exc
+    if new_head and state is None:
+        raise ValueError(f"{name}: new_head replaces a checkpoint's class head; no checkpoint was given")
     if state is not None:
+        head = head_prefixes(model) if new_head else ()
+        if new_head and not head:
+            raise ValueError(f"{name} has no class head to replace (it is not a classifier or detector)")
         load_weights(model, state, filter_fn=getattr(module, "checkpoint_filter_fn", None),
-                     source=os.path.basename(os.fspath(checkpoint)))
+                     source=os.path.basename(os.fspath(checkpoint)), keep_initialised=head)
         trained = manifest.trained if manifest is not None else True
+        recorded = manifest.to_dict() if manifest else None
+        if recorded is not None and head:
+            recorded = {**recorded, "class_names": []}
         info = CheckpointInfo(trained=trained, source=os.fspath(checkpoint), file_sha256=digest,
-                              manifest=manifest.to_dict() if manifest else None)
+                              manifest=recorded, new_head=head)
     else:
         info = CheckpointInfo(trained=False, source="random initialisation")
     model.medvit_spec = spec
     model.checkpoint_info = info
     return model.eval()
+
+
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of a model's class head: timm's ``pretrained_cfg["classifier"]`` (e.g.
+    CrossViT's ``head.0``, ``head.1``; ResNet's ``fc``), else the model's own ``head_prefixes``
+    (DAFT's ``fc``, SMCA-DETR's ``class_embed``); empty for models without one (segmentation)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    head = cfg.get("classifier") or getattr(model, "head_prefixes", ())
+    return (head,) if isinstance(head, str) else tuple(head)
 
 
 def _family_of(arch: str) -> str | None:

@@ -42,6 +42,7 @@ class CheckpointInfo:
     source: str  # a file path, or "random initialisation"
     file_sha256: str = ""
     manifest: dict[str, Any] | None = None
+    new_head: tuple[str, ...] = ()  # class-head prefixes left freshly initialised (create_model(new_head=True))
 
     @property
     def label(self) -> str:
@@ -189,11 +190,21 @@ def load_weights(
     *,
     filter_fn: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None = None,
     source: str = "checkpoint",
+    keep_initialised: tuple[str, ...] = (),
 ) -> None:
-    """Load strictly; on any mismatch raise CheckpointError listing missing/unexpected/mis-shaped keys."""
+    """Load strictly; on any mismatch raise CheckpointError listing missing/unexpected/mis-shaped keys.
+
+    ``keep_initialised``: state-dict prefixes (e.g. a class head) that keep the model's own
+    initialisation; the checkpoint's entries under them are ignored, whatever their shapes."""
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
     expected = model.state_dict()
+    if keep_initialised:
+        def under(key: str) -> bool:
+            return any(key == p or key.startswith(p + ".") for p in keep_initialised)
+
+        state_dict = {k: v for k, v in state_dict.items() if not under(k)}
+        state_dict.update({k: v for k, v in expected.items() if under(k)})
     missing, unexpected, misshaped = compare_state_dicts(expected, state_dict)
     if missing or unexpected or misshaped:
         parts = [f"{source} does not fit {type(model).__name__}:"]

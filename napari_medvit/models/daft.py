@@ -105,6 +105,7 @@ class DAFT(nn.Module):
                                        "bottleneck_factor": bottleneck_factor}
         self.n_tabular = n_tabular
         self.num_classes = n_outputs
+        self.head_prefixes = ("fc",)  # the class head (create_model(new_head=True) re-initialises it)
         f = n_basefilters
         self.conv1 = ConvBnReLU(in_channels, f, bn_momentum=bn_momentum)
         self.pool1 = nn.MaxPool3d(2, stride=2)

@@ -234,6 +234,7 @@ class SMCADETR(nn.Module):
             "dynamic_scale": dynamic_scale, "backbone": backbone, "frozen_bn": frozen_bn,
         }
         self.num_classes = num_classes
+        self.head_prefixes = ("class_embed",)  # the class head (create_model(new_head=True) re-initialises it)
         self.num_queries = num_queries
         self.transformer = Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward,
                                        dropout, smooth, dynamic_scale)

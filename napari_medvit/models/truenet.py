@@ -128,6 +128,11 @@ class TrUENetEnsemble(nn.Module):
         probs = probs.reshape(b, s, -1, h, w).permute(0, 2, 1, 3, 4)
         return probs.movedim(2, axis)
 
+    def plane_logits(self, slices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each plane network's logits on its own batch of 2D slices ({plane: (N, C, H, W)}): the
+        training step in one call, so that DistributedDataParallel sees one forward per step."""
+        return {plane: getattr(self, plane)(x) for plane, x in slices.items()}
+
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         mean = sum(self.plane_probabilities(volume, p) for p in PLANES) / len(PLANES)
         return torch.log(mean.clamp_min(1e-8))

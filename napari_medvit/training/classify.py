@@ -122,6 +122,8 @@ def class_names_for(labels: Sequence[str], base_names: Sequence[str]) -> list[st
 
 def _base_class_names(model: torch.nn.Module) -> list[str]:
     info = getattr(model, "checkpoint_info", None)
+    if info is not None and info.new_head:  # a fresh head: the data's classes define it
+        return []
     manifest = (info.manifest or {}) if info is not None else {}
     return list(manifest.get("class_names") or model.medvit_spec.class_names)
 
@@ -274,11 +276,13 @@ class ClassifyTask(Task):
         self.evaluations: list[dict[str, float]] = []  # balanced accuracy and accuracy of every evaluation
 
     @classmethod
-    def model_overrides(cls, dataset: str | Path, spec: Any) -> dict[str, Any]:
-        """The number of outputs the data needs, unless the registry's class names already hold every label
-        (then the factory's default, or a checkpoint's own configuration, decides)."""
-        names = class_names_for([r["label"] for r in read_labels(dataset)], spec.class_names)
-        if spec.class_names and names == list(spec.class_names):
+    def model_overrides(cls, dataset: str | Path, spec: Any, base_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The number of outputs the data needs, unless the base model's class names (``base_names``,
+        default the registry's) already hold every label (then the factory's default, or a
+        checkpoint's own configuration, decides)."""
+        base = list(base_names or spec.class_names)
+        names = class_names_for([r["label"] for r in read_labels(dataset)], base)
+        if base and names == base:
             return {}
         return {N_CLASSES_ARG.get(spec.family, "num_classes"): len(names)}
 

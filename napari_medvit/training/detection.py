@@ -306,6 +306,8 @@ def average_precision_50(preds: Sequence[dict[str, np.ndarray]], truths: Sequenc
 
 def _base_class_names(model: torch.nn.Module) -> list[str]:
     info = getattr(model, "checkpoint_info", None)
+    if info is not None and info.new_head:  # a fresh head: the data's classes define it
+        return []
     manifest = (info.manifest or {}) if info is not None else {}
     return list(manifest.get("class_names") or model.medvit_spec.class_names)
 
@@ -357,12 +359,14 @@ class DetectTask(Task):
         self.evaluations: list[dict[str, float]] = []
 
     @classmethod
-    def model_overrides(cls, dataset: str | Path, spec: Any) -> dict[str, Any]:
-        """``num_classes`` when the data's categories are not all among the registry's class names."""
+    def model_overrides(cls, dataset: str | Path, spec: Any, base_names: Sequence[str] = ()) -> dict[str, Any]:
+        """``num_classes`` when the data's categories are not all among the base model's class names
+        (``base_names``, default the registry's)."""
         from napari_medvit.training.classify import class_names_for
 
-        names = class_names_for(read_coco(dataset)[0], spec.class_names)
-        if spec.class_names and names == list(spec.class_names):
+        base = list(base_names or spec.class_names)
+        names = class_names_for(read_coco(dataset)[0], base)
+        if base and names == base:
             return {}
         return {"num_classes": len(names)}
 

@@ -128,8 +128,12 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
     torch.manual_seed(cfg.seed)
     device = ctx.device
     spec = get_spec(cfg.model)
-    overrides = {**task_class(spec).model_overrides(cfg.dataset, spec), **cfg.config_overrides}
-    base = create_model(cfg.model, checkpoint=cfg.checkpoint, **overrides).to(device)
+    base_names = _checkpoint_class_names(cfg.checkpoint) or list(spec.class_names)
+    data_overrides = task_class(spec).model_overrides(cfg.dataset, spec, base_names)
+    # a checkpoint whose head has other classes than the data's: keep the rest, start a new head
+    new_head = bool(cfg.checkpoint) and bool(data_overrides)
+    base = create_model(cfg.model, checkpoint=cfg.checkpoint, new_head=new_head,
+                        **{**data_overrides, **cfg.config_overrides}).to(device)
     base, synced_bn = distributed.sync_batchnorm(base, ctx)
     task: Task = make_task(cfg.dataset, base, device, val_fraction=cfg.val_fraction, seed=cfg.seed,
                            size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
@@ -239,11 +243,22 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
         trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
         extra={"base_checkpoint": cfg.checkpoint or "untrained", "base_sha256":
                file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
+               **({"new_head": list(info.new_head)} if info is not None and info.new_head else {}),
                **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,
                "epoch": best_epoch, **({"distributed": parallel} if parallel else {})})
     save_checkpoint(model, version, manifest)
     _set_active(out, version)
     return version
+
+
+def _checkpoint_class_names(checkpoint: str | None) -> list[str]:
+    """The class names in a checkpoint's manifest (empty without a checkpoint or manifest)."""
+    if not checkpoint or not str(checkpoint).endswith(".safetensors"):
+        return []
+    from napari_medvit.models.manifest import read_manifest
+
+    manifest = read_manifest(checkpoint)
+    return list(manifest.class_names) if manifest is not None and manifest.class_names else []
 
 
 def _set_active(out: Path, version: Path) -> None:

@@ -290,7 +290,8 @@ class Segment3DTask(Task):
         if not self.planes:
             x, y = batch
             return self.loss_fn(model(x).float(), y)
-        losses = [F.cross_entropy(call(model, plane, x).float(), y[:, 0]) for plane, (x, y) in batch.items()]
+        logits = call(model, "plane_logits", {plane: x for plane, (x, _) in batch.items()})  # one call: DDP-safe
+        losses = [F.cross_entropy(logits[plane].float(), y[:, 0]) for plane, (_, y) in batch.items()]
         return torch.stack(losses).mean()
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:

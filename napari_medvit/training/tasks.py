@@ -24,6 +24,7 @@ detect (SMCA-DETR)        annotations.json (COCO)         :mod:`napari_medvit.tr
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,12 @@ class Task:
         self.preprocessing: dict[str, Any] = {}  # what the predictor must do differently (manifest, over the base's)
 
     @classmethod
-    def model_overrides(cls, dataset: str | Path, spec: Any) -> dict[str, Any]:
-        """Configuration the data imposes on the model (e.g. the number of classes); the user's win."""
+    def model_overrides(cls, dataset: str | Path, spec: Any, base_names: Sequence[str] = ()) -> dict[str, Any]:
+        """Configuration the data imposes on the model (e.g. the number of classes); the user's win.
+
+        ``base_names``: the class names of the base model's head (its checkpoint's, else the
+        registry's). A non-empty answer for a model loaded from a checkpoint means that the data
+        needs another head (:func:`~napari_medvit.models.create_model` with ``new_head=True``)."""
         return {}
 
     @property

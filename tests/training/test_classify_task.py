@@ -193,3 +193,41 @@ def test_daft_inputs_match_the_predictors(volumes: Path, tmp_path: Path) -> None
         probs = predictor.predict(image, meta, tabular=daft_row(int(case.split("-")[1]))).probabilities
         expected = torch.softmax(model(x[None], tab[None]), dim=-1)[0].detach().numpy()
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_a_checkpoint_with_other_classes_gets_a_new_head_and_keeps_the_rest(frames: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    from napari_medvit.models import head_prefixes
+    from napari_medvit.models.checkpoint import CheckpointError, Manifest, save_checkpoint
+
+    torch.manual_seed(0)
+    old = create_model("crossvit_tiny_test", num_classes=2)
+    ckpt = save_checkpoint(old, tmp_path / "present_absent.safetensors",
+                           Manifest(arch="crossvit_tiny_test", config=old.config, class_names=["absent", "present"],
+                                    trained=True))
+    spec = get_spec("crossvit_tiny_test")
+    # bright / dark are not the checkpoint's classes: the data asks for its own 2-class head
+    assert ClassifyTask.model_overrides(frames, spec, ["absent", "present"]) == {"num_classes": 2}
+    assert ClassifyTask.model_overrides(frames, spec, ["bright", "dark"]) == {}  # the same classes: keep the head
+    with pytest.raises(CheckpointError, match="mis-shaped"):
+        create_model("crossvit_tiny_test", checkpoint=ckpt, num_classes=3)  # strict by default
+    new = create_model("crossvit_tiny_test", checkpoint=ckpt, new_head=True, num_classes=3)
+    assert head_prefixes(new) == ("head.0", "head.1") and new.checkpoint_info.new_head == ("head.0", "head.1")
+    assert new.head[0].out_features == 3 and new.checkpoint_info.manifest["class_names"] == []
+    ref = old.state_dict()
+    for key, value in new.state_dict().items():
+        if not key.startswith("head."):
+            torch.testing.assert_close(value, ref[key], msg=key)  # everything but the head is the checkpoint's
+    with pytest.raises(ValueError, match="no checkpoint"):
+        create_model("crossvit_tiny_test", new_head=True)
+
+    scores = iter([0.5, 0.9])  # the base (new head) and epoch 1: promoted
+    monkeypatch.setattr(ClassifyTask, "evaluate", lambda *a, **k: next(scores))
+    cfg = FinetuneConfig(dataset=str(frames), out_dir=str(tmp_path / "run"), model="crossvit_tiny_test", epochs=1,
+                         checkpoint=str(ckpt), batch_size=4, augment="none")
+    _, result = run(cfg)
+    assert result.promoted
+    tuned = create_model("crossvit_tiny_test", checkpoint=result.version)
+    manifest = tuned.checkpoint_info.manifest
+    assert manifest["class_names"] == ["bright", "dark"] and manifest["extra"]["new_head"] == ["head.0", "head.1"]
+    assert manifest["extra"]["base_checkpoint"] == str(ckpt)

@@ -259,3 +259,22 @@ def test_smca_training_improves_ap50_on_its_training_frames(coco: Path) -> None:
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
     assert before < 0.3 and after >= 0.8, (before, after)
     assert task.evaluations[-1]["AP50"] == after and "AP50 polyp" in task.evaluations[-1]
+
+
+def test_a_detector_checkpoint_with_other_classes_gets_a_new_class_head(tmp_path: Path) -> None:
+    from napari_medvit.models.checkpoint import Manifest, save_checkpoint
+
+    old = create_model("smca_detr_tiny")  # polyp / other
+    ckpt = save_checkpoint(old, tmp_path / "polyps.safetensors", Manifest(
+        arch="smca_detr_tiny", config=old.config, class_names=["polyp", "other"], trained=True))
+    root = tmp_path / "adenomas"
+    for seed in range(4):
+        f = generate_endoscopy_frame(seed, shape=(64, 64), n_polyps=1)
+        export_boxes_coco(root, f"f{seed}", f.image, ImageMeta.identity(2, rgb=True), f.boxes, ["adenoma"], [0])
+    overrides = DetectTask.model_overrides(root, get_spec("smca_detr_tiny"), ["polyp", "other"])
+    assert overrides == {"num_classes": 1}
+    new = create_model("smca_detr_tiny", checkpoint=ckpt, new_head=True, **overrides)
+    assert new.class_embed.out_features == 2 and new.checkpoint_info.new_head == ("class_embed",)
+    torch.testing.assert_close(new.bbox_embed.layers[0].weight, old.bbox_embed.layers[0].weight)
+    task = DetectTask(root, new, torch.device("cpu"), val_fraction=0.25, seed=0, size=(64, 64), augment="none")
+    assert task.class_names == ["adenoma"]
