@@ -185,22 +185,29 @@ def class_result(prediction: Prediction, *, source_name: str = "",
     ``CLASS_RESULTS_KEY``: class names, probabilities, predicted class, provenance and, for image +
     tabular models (DAFT), the tabular row the run used (name -> value, None = missing), recovered
     exactly from the model's input vector with the run's feature list (``tabular_features``; None
-    leaves ``tabular`` None; a list that does not fit the vector raises ValueError)."""
+    leaves ``tabular`` None; a list that does not fit the vector raises ValueError).
+
+    A 2D classifier run on a volume classifies each slice (probabilities of shape (*lead, K)): the
+    record then has ``per_slice`` True, ``slice_shape`` (the leading axes, e.g. [Z]), and
+    ``probabilities`` (one row per slice, C order) and ``predicted`` (one index per slice) as lists."""
     p = np.asarray(prediction.probabilities, dtype=float)
-    if prediction.task != "classify" or p.ndim != 1:
-        raise ValueError(f"class_result takes a classification of one image (probabilities of shape (K,)); "
+    if prediction.task != "classify" or p.ndim < 1:
+        raise ValueError(f"class_result takes a classification (probabilities of shape (K,) or (*slices, K)); "
                          f"got a {prediction.task} result with probabilities of shape {p.shape}")
-    names = [class_name(prediction, i) for i in range(p.size)]
+    names = [class_name(prediction, i) for i in range(p.shape[-1])]
     record: dict[str, Any] = {
         "model": prediction.model_name,
         "display": _prefix(prediction),
         "source_layer": source_name,
         "class_names": names,
-        "probabilities": [float(v) for v in p],
-        "predicted": int(p.argmax()),
+        "probabilities": [float(v) for v in p] if p.ndim == 1 else [[float(v) for v in row]
+                                                                     for row in p.reshape(-1, p.shape[-1])],
+        "predicted": int(p.argmax()) if p.ndim == 1 else [int(i) for i in p.reshape(-1, p.shape[-1]).argmax(1)],
         "tabular": None,
         "provenance": {k: v for k, v in prediction.provenance.items() if not isinstance(v, np.ndarray)},
     }
+    if p.ndim > 1:
+        record.update(per_slice=True, slice_shape=[int(n) for n in p.shape[:-1]])
     if "tabular" in prediction.extras and tabular_features is not None:
         record["tabular"] = _tabular_row(list(tabular_features), prediction.extras)
     return record

@@ -36,10 +36,14 @@ def test_class_result_recovers_the_tabular_row_the_model_saw() -> None:
     assert class_result(_daft(row))["tabular"] is None  # no feature list: no row
     with pytest.raises(ValueError, match="does not match the feature list"):
         class_result(_daft(row), tabular_features=FEATURES[:2])
-    per_slice = Prediction(task="classify", model_name="deit_small", labels=np.zeros(3, int),
-                           probabilities=np.full((3, 2), 0.5))
-    with pytest.raises(ValueError, match=r"probabilities of shape \(3, 2\)"):
-        class_result(per_slice)
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    per_slice = class_result(Prediction(task="classify", model_name="deit_small", labels=probs.argmax(1),
+                                        probabilities=probs, class_names=("absent", "present")))
+    assert per_slice["per_slice"] and per_slice["slice_shape"] == [3] and per_slice["predicted"] == [0, 1, 0]
+    np.testing.assert_allclose(per_slice["probabilities"], probs)
+    with pytest.raises(ValueError, match="takes a classification"):
+        class_result(Prediction(task="segment", model_name="unet2d", labels=np.zeros((3, 3), int),
+                                probabilities=np.zeros((3, 3))))
 
 
 def test_detection_layer_keeps_the_models_boxes_and_draws_new_boxes_as_the_first_class() -> None:

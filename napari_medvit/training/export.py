@@ -265,7 +265,8 @@ def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: 
                        provenance: dict[str, Any] | None = None) -> Path:
     """Add a case's corrected class (and DAFT's tabular row) to ``labels.csv``, rewritten atomically.
 
-    With ``image`` and ``meta`` the image is written to ``images/<case_id>.png`` (2D) or
+    With ``image`` and ``meta`` the image is written to ``images/<case_id>.png`` (2D 8/16-bit or
+    RGB; other 2D types, e.g. a CT slice, as ``.tif``) or
     ``images/<case_id>.nii.gz`` (3D, source geometry) and the row's ``image`` column names it
     (relative to the folder), so the folder can be trained on. Columns: ``case_id``, ``label``,
     ``image``, the tabular variables (empty = missing), ``provenance`` (JSON). A case id already
@@ -284,7 +285,7 @@ def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: 
     rows = list(csv.DictReader(path.open(newline=""))) if path.exists() else []
     def taken(case: str) -> bool:  # a row, or an image of the folder (e.g. a COCO export's)
         return any(r["case_id"] == case for r in rows) or any(
-            (root / "images" / f"{case}{ending}").exists() for ending in (".png", ".nii.gz"))
+            (root / "images" / f"{case}{ending}").exists() for ending in (".png", ".tif", ".nii.gz"))
 
     if taken(case_id):
         n = 2
@@ -297,7 +298,9 @@ def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: 
         if meta.ndim == 2:
             import skimage.io
 
-            target = root / "images" / f"{case_id}.png"
+            # frames (8/16-bit, RGB) as PNG; other types (a CT or MR slice: int16, float) as lossless TIFF
+            png = np.asarray(image).dtype in (np.uint8, np.uint16, np.bool_)
+            target = root / "images" / f"{case_id}.{'png' if png else 'tif'}"
             atomic_write(target, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
         else:
             target = root / "images" / f"{case_id}.nii.gz"

@@ -11,7 +11,9 @@ Three kinds of results are corrected, each beside the model's own output:
 - class: a classification of one image (CrossViT or a timm model on a 2D frame, DAFT on a volume
   with its tabular row), kept in the image layer's metadata (``medvit_class_results``); the user
   picks the correct class. Agreement: changed or not, the model's probability of the chosen class.
-  Export: ``labels.csv`` (with DAFT's tabular row).
+  Export: ``labels.csv`` (with DAFT's tabular row). A 2D classifier run on a volume gives a class per
+  slice: the dock then corrects the class of the slice on screen (it follows napari's slider) and
+  counts the changed slices; the export writes each slice as a 2D case ``<case>_sNNN`` with its class.
 
 Agreement is recomputed shortly after each burst of edits and autosaved per source image;
 "Accept" marks a result reviewed; :func:`export_accepted` exports every accepted result of the
@@ -24,7 +26,7 @@ import csv
 import datetime as _dt
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,35 @@ class ClassResult:
 
     @property
     def name(self) -> str:
-        return f"{self.metadata.get('display', self.model)} class of {self.layer.name}"
+        per = " (per slice)" if self.per_slice else ""
+        return f"{self.metadata.get('display', self.model)} class{per} of {self.layer.name}"
+
+    @property
+    def per_slice(self) -> bool:
+        """A 2D classifier's result on a volume: one class per slice."""
+        return bool(self.metadata.get("per_slice"))
+
+    def slice_index(self, viewer: Viewer) -> int:
+        """The (flat, C-order) index of the slice that napari shows of this image (0 if not per slice)."""
+        if not self.per_slice:
+            return 0
+        lead = [int(n) for n in self.metadata["slice_shape"]]
+        position = np.asarray(self.layer.world_to_data(viewer.dims.point), dtype=float)
+        idx = [int(np.clip(np.round(position[a]), 0, n - 1)) for a, n in enumerate(lead)]
+        return int(np.ravel_multi_index(idx, lead))
+
+    def choose(self, class_index: int, slice_index: int = 0) -> None:
+        """Set the corrected class (of one slice, for a per-slice result)."""
+        if self.per_slice:
+            chosen = list(self.metadata["chosen"])
+            chosen[slice_index] = int(class_index)
+            self.update(chosen=chosen)
+        else:
+            self.update(chosen=int(class_index))
+
+    def chosen_at(self, slice_index: int = 0) -> int:
+        chosen = self.metadata["chosen"]
+        return int(chosen[slice_index]) if self.per_slice else int(chosen)
 
 
 def kind_of(item: Any) -> str:
@@ -111,8 +141,9 @@ def record_class_result(layer: Image, prediction: Any, *, tabular_features: Any 
     """Keep a classification of ``layer`` in its metadata (one result per model; a newer prediction of
     the same model replaces the older one, keeping a class the user chose, dropping its review).
     ``tabular``: the row to use when it cannot be recovered from the prediction. None for a
-    result that is not one vector of class probabilities (e.g. per-slice classification)."""
-    if prediction.task != "classify" or np.ndim(prediction.probabilities) != 1:
+    result that is not a classification. A per-slice classification (a 2D classifier on a volume)
+    keeps one chosen class per slice."""
+    if prediction.task != "classify" or np.ndim(prediction.probabilities) < 1:
         return None
     try:
         record = class_result(prediction, source_name=layer.name, tabular_features=tabular_features)
@@ -124,7 +155,8 @@ def record_class_result(layer: Image, prediction: Any, *, tabular_features: Any 
     if old is not None and old["probabilities"] == record["probabilities"] and old["tabular"] == record["tabular"]:
         return ClassResult(layer, record["model"])  # the same prediction seen again
     chosen = record["predicted"]
-    if old is not None and old["chosen"] != old["predicted"] and old["class_names"] == record["class_names"]:
+    if (old is not None and old["chosen"] != old["predicted"] and old["class_names"] == record["class_names"]
+            and old.get("slice_shape") == record.get("slice_shape")):
         chosen = old["chosen"]
     results[record["model"]] = {**record, "chosen": chosen}
     layer.metadata = {**layer.metadata, CLASS_RESULTS_KEY: results}
@@ -166,8 +198,9 @@ def _torch_safely() -> None:
     keep_triton_out_without_cuda()
 
 
-def agreement(item: Any) -> dict[str, Any]:
-    """The agreement of a corrected result with the model's (see the module docstring)."""
+def agreement(item: Any, slice_index: int = 0) -> dict[str, Any]:
+    """The agreement of a corrected result with the model's (see the module docstring); for a
+    per-slice classification, of slice ``slice_index``, plus the count of changed slices."""
     _torch_safely()
     from napari_medvit.training.export import box_agreement, mask_metrics
 
@@ -183,9 +216,16 @@ def agreement(item: Any) -> dict[str, Any]:
                              corrected_classes=_box_classes(item, _categories(item)))
     record = item.metadata
     names, p = record["class_names"], record["probabilities"]
-    chosen, predicted = int(record["chosen"]), int(record["predicted"])
+    if record.get("per_slice"):
+        chosen_all, predicted_all = record["chosen"], record["predicted"]
+        i = int(slice_index)
+        chosen, predicted, p = int(chosen_all[i]), int(predicted_all[i]), p[i]
+        extra = {"slice": i, "n_slices": len(predicted_all),
+                 "changed_slices": int(sum(int(c) != int(q) for c, q in zip(chosen_all, predicted_all)))}
+    else:
+        chosen, predicted, extra = int(record["chosen"]), int(record["predicted"]), {}
     return {"predicted": names[predicted], "chosen": names[chosen], "changed": chosen != predicted,
-            "probability": float(p[chosen]), "predicted_probability": float(p[predicted])}
+            "probability": float(p[chosen]), "predicted_probability": float(p[predicted]), **extra}
 
 
 def describe(kind: str, m: dict[str, Any], spacing: bool = False) -> str:
@@ -198,7 +238,10 @@ def describe(kind: str, m: dict[str, Any], spacing: bool = False) -> str:
                 f"{m['removed']} removed · {m['unchanged']} unchanged"
                 + (f" · {m['relabelled']} relabelled" if m.get("relabelled") else ""))
     change = f"changed: {m['predicted']} → {m['chosen']}" if m["changed"] else "unchanged"
-    return f"{change} · model's P({m['chosen']}) {m['probability']:.1%}"
+    text = f"{change} · model's P({m['chosen']}) {m['probability']:.1%}"
+    if "slice" in m:
+        text = f"slice {m['slice']}: {text} · {m['changed_slices']} of {m['n_slices']} slices changed"
+    return text
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -261,6 +304,8 @@ def export_correction(viewer: Viewer, item: Any, folder: str | Path, case_id: st
                                     [categories.index(c) for c in classes], provenance=record)
         return path.stem, path
     record = item.metadata
+    if record.get("per_slice"):
+        return _export_slices(item, image, _image_meta(image_layer, image_layer), folder, case_id, reviewed)
     m = agreement(item)
     prov = {**_provenance(record.get("provenance", {}), reviewed), "predicted": m["predicted"],
             "predicted_probability": m["predicted_probability"], "chosen_probability": m["probability"],
@@ -270,6 +315,39 @@ def export_correction(viewer: Viewer, item: Any, folder: str | Path, case_id: st
     with path.open(newline="") as f:
         exported = list(csv.DictReader(f))[-1]["case_id"]  # versioned (_v2 ...) when the id was taken
     return exported, path
+
+
+def _export_slices(item: ClassResult, image: np.ndarray, meta: ImageMeta, folder: str | Path, case_id: str,
+                   reviewed: bool) -> tuple[str, Path]:
+    """A per-slice classification: every slice as a 2D case ``<case_id>_sNNN`` with its chosen class.
+
+    Each slice is written as the model saw it: the predictor scales the whole volume to 0..1 (its
+    0.5/99.5 percentiles) before slicing, so a slice is exported as 8-bit of that scaling (a slice
+    scaled on its own would look different to the model in training than at inference)."""
+    from napari_medvit.training import export as ex
+    from napari_medvit.transforms import scale_to_unit
+
+    record = item.metadata
+    lead = tuple(int(n) for n in record["slice_shape"])
+    if not (meta.rgb or image.dtype == np.uint8):
+        image = np.round(scale_to_unit(image) * 255).astype(np.uint8)
+    planes = image.reshape(-1, *image.shape[len(lead):])
+    if len(planes) != len(record["predicted"]):
+        raise ValueError(f"the image has {len(planes)} slices but the classification has {len(record['predicted'])}")
+    plane_meta = ImageMeta.identity(2, rgb=meta.rgb)
+    if len(meta.spacing) >= 2:  # keep the in-plane pixel size
+        plane_meta = replace(plane_meta, spacing=tuple(meta.spacing[-2:]))
+    names = record["class_names"]
+    width = max(3, len(str(len(planes) - 1)))
+    path = Path(folder) / "labels.csv"
+    for i, plane in enumerate(planes):
+        m = agreement(item, i)
+        prov = {**_provenance(record.get("provenance", {}), reviewed), "source_case": case_id, "slice": i,
+                "predicted": m["predicted"], "predicted_probability": m["predicted_probability"],
+                "chosen_probability": m["probability"], "changed": m["changed"]}
+        path = ex.export_class_label(folder, f"{case_id}_s{i:0{width}d}", names[int(record["chosen"][i])],
+                                     image=plane, meta=plane_meta, provenance=prov)
+    return case_id, path
 
 
 def accepted_items(viewer: Viewer) -> list[Any]:
@@ -308,7 +386,7 @@ class CorrectionsWidget(Container):
         self.viewer = napari_viewer
         self.layer = ComboBox(label="corrected result", choices=self._choices, nullable=True,
                               tooltip="masks and boxes layers of a run, and classification results of an image")
-        self.class_choice = ComboBox(label="correct class", choices=[], visible=False,
+        self.class_choice = ComboBox(label="correct class", choices=self._class_choices, visible=False,
                                      tooltip="the model's predicted class is preset; pick the right one")
         self.metrics = Label(label="agreement", value="–")
         self.autosave = Label(label="autosave", value="–")
@@ -425,8 +503,11 @@ class CorrectionsWidget(Container):
         else:
             record = item.metadata
             with self.class_choice.changed.blocked():
-                self.class_choice.choices = [(n, i) for i, n in enumerate(record["class_names"])]
-                self.class_choice.value = int(record["chosen"])
+                self.class_choice.reset_choices()
+                self.class_choice.value = item.chosen_at(item.slice_index(self.viewer))
+            self.class_choice.label = "correct class of this slice" if item.per_slice else "correct class"
+            if item.per_slice:  # the slider picks the slice whose class is corrected
+                self._connect(self.viewer.dims.events.current_step, self._on_slice)
         self.case.value = default_case_id(item)
         review = _review(item)
         self.review.value = f"accepted {review['time']}" if review else "not reviewed"
@@ -446,12 +527,35 @@ class CorrectionsWidget(Container):
             self._keep_box_defaults(item)
         self._schedule()
 
+    def _class_choices(self, *_: Any) -> list[tuple[str, int]]:
+        """The classes of the chosen classification (napari's reset_choices recomputes them)."""
+        item = self.layer.value if hasattr(self, "layer") else None
+        if not isinstance(item, ClassResult):
+            return []
+        return [(n, i) for i, n in enumerate(item.metadata["class_names"])]
+
+    def reset_choices(self, *_: Any) -> None:
+        """napari calls this when layers change: keep the shown class, which resetting would lose."""
+        super().reset_choices()
+        item = self.layer.value
+        if isinstance(item, ClassResult) and self.class_choice.choices:
+            with self.class_choice.changed.blocked():
+                self.class_choice.value = item.chosen_at(item.slice_index(self.viewer))
+
+    def _on_slice(self, *_: Any) -> None:
+        item = self.layer.value
+        if isinstance(item, ClassResult) and item.per_slice:
+            with self.class_choice.changed.blocked():
+                self.class_choice.value = item.chosen_at(item.slice_index(self.viewer))
+            self.update_metrics()
+
     def _on_class_chosen(self, *_: Any) -> None:
         item = self.layer.value
         if not isinstance(item, ClassResult) or self.class_choice.value is None:
             return
-        if int(self.class_choice.value) != int(item.metadata["chosen"]):
-            item.update(chosen=int(self.class_choice.value))
+        index = item.slice_index(self.viewer)
+        if int(self.class_choice.value) != item.chosen_at(index):
+            item.choose(int(self.class_choice.value), index)
         self._after_edits()
 
     def update_metrics(self) -> dict[str, Any]:
@@ -459,7 +563,7 @@ class CorrectionsWidget(Container):
         if item is None:
             return {}
         try:
-            m = agreement(item)
+            m = agreement(item, item.slice_index(self.viewer) if isinstance(item, ClassResult) else 0)
         except (ValueError, KeyError) as exc:
             self.metrics.value = f"cannot compare: {exc}"
             return {}

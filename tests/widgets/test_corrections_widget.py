@@ -347,3 +347,68 @@ def test_boxes_and_class_choices_are_autosaved_and_restored(make_napari_viewer, 
     record = reopened.metadata[CLASS_RESULTS_KEY]["deit_small"]
     assert record["chosen"] == 2 and record["medvit_review"]["accepted"] and record["source_layer"] == "reopened"
     assert isinstance(reopened, Image)
+
+
+def test_per_slice_classes_of_a_volume_are_corrected_slice_by_slice(make_napari_viewer, qtbot, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """A 2D classifier on a volume: the dock corrects the class of the slice on screen, counts the changed
+    slices, autosaves the choices, and exports every slice as a 2D case a classifier can be fine-tuned on."""
+    import csv
+
+    import skimage.io
+
+    from napari_medvit.inference.predictor import Prediction
+    from napari_medvit.io.meta import META_KEY, ImageMeta
+    from napari_medvit.models import get_spec
+    from napari_medvit.training.classify import ClassifyTask
+    from napari_medvit.transforms import scale_to_unit
+    from napari_medvit.widgets.corrections import ClassResult, correction_items, export_accepted, record_class_result
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(3).normal(300.0, 80.0, (6, 40, 50)).astype(np.float32)
+    meta = ImageMeta.identity(3)
+    meta.source_path = str(tmp_path / "volume.nii.gz")
+    image = viewer.add_image(volume, name="MR", metadata={META_KEY: meta.to_dict()})
+    probs = np.tile([[0.8, 0.2]], (6, 1))
+    probs[4] = [0.3, 0.7]
+    pred = Prediction(task="classify", model_name="crossvit_tiny_test", labels=probs.argmax(1), probabilities=probs,
+                      class_names=("absent", "present"), provenance={"model": "crossvit_tiny_test"})
+    result = record_class_result(image, pred)
+    assert result.per_slice and result.metadata["chosen"] == [0, 0, 0, 0, 1, 0]
+    ((label, _),) = correction_items(viewer)
+    assert label == "CrossViT class (per slice) of MR — class"
+
+    widget = CorrectionsWidget(viewer)
+    widget.layer.value = result
+    viewer.dims.set_current_step(0, 2)
+    assert result.slice_index(viewer) == 2 and widget.class_choice.value == 0
+    assert widget.class_choice.label == "correct class of this slice"
+    widget.class_choice.value = 1  # slice 2 shows the finding the model missed
+    assert result.metadata["chosen"] == [0, 0, 1, 0, 1, 0]
+    assert widget.metrics.value.startswith("slice 2: changed: absent → present")
+    assert "1 of 6 slices changed" in widget.metrics.value
+    viewer.dims.set_current_step(0, 4)  # the slider moves: the dock shows slice 4's class
+    assert widget.class_choice.value == 1 and widget.metrics.value.startswith("slice 4: unchanged")
+    widget.class_choice.value = 0  # and the model's false positive on slice 4
+    assert result.metadata["chosen"] == [0, 0, 1, 0, 0, 0]
+    widget.accept()
+    assert widget.autosave.value.startswith("saved")
+
+    out = tmp_path / "export"
+    assert export_accepted(viewer, out) == ["MR"]
+    rows = list(csv.DictReader((out / "labels.csv").open()))
+    assert [r["case_id"] for r in rows] == [f"MR_s{i:03d}" for i in range(6)]
+    assert [r["label"] for r in rows] == ["absent", "absent", "present", "absent", "absent", "absent"]
+    assert json.loads(rows[4]["provenance"])["changed"] and json.loads(rows[4]["provenance"])["slice"] == 4
+    plane = skimage.io.imread(out / rows[2]["image"])
+    expected = np.round(scale_to_unit(volume) * 255).astype(np.uint8)[2]  # as the model saw it
+    np.testing.assert_array_equal(plane, expected)
+    assert ClassifyTask.model_overrides(out, get_spec("crossvit_tiny_test")) == {"num_classes": 2}
+
+    # reopening the volume restores the per-slice choices
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    reopened = viewer.add_image(volume, name="MR again", metadata={META_KEY: meta.to_dict()})
+    restored = ClassResult(reopened, "crossvit_tiny_test")
+    assert restored.per_slice and restored.metadata["chosen"] == [0, 0, 1, 0, 0, 0]
