@@ -8,6 +8,9 @@
                   [--model NAME [--checkpoint FILE]]          # nnU-Net layout: imagesTr/, labelsTr/, dataset.json
     medvit export IMAGE --boxes BOXES.csv|.json --dataset DIR [--categories polyp,adenoma]   # COCO annotations.json
     medvit export IMAGE --class-label NAME [--tabular age=71,sex=1] --dataset DIR            # labels.csv
+    medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384]   # synthetic export folders
+    medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
+    medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors  # a run's version as (fp16) demo weights
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
 MASK is written as NIfTI with the image's geometry (.nii/.nii.gz) or as PNG (2D images).
@@ -331,6 +334,40 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_medvit.training.synth import write_synthetic
+
+    options = {"shape": tuple(args.shape)} if args.shape else {}
+    summary = write_synthetic(args.kind, args.out, args.n, args.seed, **options)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_medvit.models import create_model
+    from napari_medvit.training.package import evaluate_folder
+
+    model = create_model(args.model, checkpoint=args.checkpoint)
+    print(json.dumps(evaluate_folder(args.dataset, model, device=args.device, size=args.size), indent=1))
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_medvit.training.package import package
+
+    test = package(args.run, args.test, args.to, fp16=not args.fp32, description=args.description or "",
+                   device=args.device)
+    print(json.dumps(test, indent=1))
+    print(f"wrote {args.to}: test {test['metric']} {test['value']:.3f} on {test['cases']} case(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvit", description="napari-medvit headless tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +420,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tabular", default=None, metavar="K=V,...", help="DAFT tabular row, e.g. age=71,sex=1 "
                    "(an empty value is missing)")
     e.set_defaults(func=_export)
+    y = sub.add_parser("synth", help="write a synthetic dataset as export folders (the demo checkpoints' data)")
+    y.add_argument("kind", choices=("endoscopy",), help="which generator")
+    y.add_argument("--out", required=True, help="a new folder")
+    y.add_argument("--n", type=int, required=True, help="number of cases")
+    y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")
+    y.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
+    y.set_defaults(func=_synth)
+    v = sub.add_parser("evaluate", help="score a model on every case of an export folder (the task's metric)")
+    v.add_argument("dataset", help="export folder")
+    v.add_argument("--model", required=True)
+    v.add_argument("--checkpoint", default=None)
+    v.add_argument("--size", type=int, nargs="+", default=None, help="input size (default: the model's)")
+    v.add_argument("--device", default="cpu", choices=DEVICES)
+    v.set_defaults(func=_evaluate)
+    k = sub.add_parser("package", help="a fine-tuning run's active version -> demo checkpoint with its test metric")
+    k.add_argument("run", help="run folder (its active version) or a checkpoint file")
+    k.add_argument("--test", required=True, help="held-out export folder: its metric goes into the manifest")
+    k.add_argument("--to", required=True, help="output .safetensors")
+    k.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage)")
+    k.add_argument("--description", default=None, help="the manifest's one-line description (shown in the viewer)")
+    k.add_argument("--device", default="cpu", choices=DEVICES)
+    k.set_defaults(func=_package)
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)
     return parser

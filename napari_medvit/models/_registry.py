@@ -70,6 +70,10 @@ _MODELS: dict[str, ModelSpec] = {
         _transfuse("transfuse_l_384", "transfuse_l_384", "TransFuse-L*",
                    "TransFuse-L at 384x512 (position grid 24x32); 144.0 M parameters",
                    pre={**_TRANSFUSE_PRE, "resize": (384, 512)}),
+        _transfuse("transfuse_demo", "transfuse_demo", "TransFuse (demo config)",
+                   "DEMO configuration, smaller than the paper's: ResNet-18 + 4 DeiT blocks of width 192 with "
+                   "BiFusion, 7.8 M parameters; its bundled weights are trained on synthetic frames only",
+                   tags=("demo",)),
         _transfuse("transfuse_tiny", "transfuse_tiny", "TransFuse (tiny test config)",
                    "ResNet-18 + 2 DeiT blocks of width 64: a tiny configuration for tests, not from the paper",
                    pre={**_TRANSFUSE_PRE, "resize": (64, 64)}, tags=("test",)),

@@ -71,10 +71,16 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Write weights + manifest atomically (.safetensors or .pt/.pth). Returns the path."""
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], manifest: Manifest, *,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write weights + manifest atomically (.safetensors or .pt/.pth). Returns the path.
+
+    ``dtype`` (e.g. ``torch.float16``): store the floating-point tensors in that type (half the
+    size; loading casts them back to the model's type); integer buffers are kept as they are."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     manifest.weights_sha256 = weights_digest(state)
     if not manifest.plugin_version:
         from napari_medvit import __version__

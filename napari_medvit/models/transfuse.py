@@ -42,6 +42,7 @@ __all__ = [
     "transfuse_s",
     "transfuse_l",
     "transfuse_l_384",
+    "transfuse_demo",
     "transfuse_tiny",
 ]
 
@@ -450,6 +451,14 @@ def transfuse_l(**kwargs: Any) -> TransFuse:
 def transfuse_l_384(**kwargs: Any) -> TransFuse:
     """TransFuse-L* : ResNet-50 + DeiT-B-384, position grid 24x32 (384x512 input)."""
     cfg = dict(cnn="resnet50", embed_dim=768, depth=12, num_heads=12, pos_grid=(24, 32))
+    cfg.update(kwargs)
+    return TransFuse(**cfg)
+
+
+def transfuse_demo(**kwargs: Any) -> TransFuse:
+    """The demo configuration (smaller than the paper's, for CPU training on synthetic frames):
+    ResNet-18 + 4 DeiT-Ti-width blocks (192, 3 heads), 7,835,301 parameters."""
+    cfg = dict(cnn="resnet18", embed_dim=192, depth=4, num_heads=3, pos_grid=(12, 16))
     cfg.update(kwargs)
     return TransFuse(**cfg)
 

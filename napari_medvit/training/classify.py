@@ -288,6 +288,11 @@ class ClassifyTask(Task):
 
     def _tensors(self, rows: list[dict[str, str]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                             torch.Tensor]:
+        if not idx:  # evaluation only: no training cases
+            channels = 1 if self.tabular else self.spec.in_chans
+            empty_tab = torch.empty(0, len(tabular_names(self.features)), device=self.device) if self.tabular else None
+            return (torch.empty(0, channels, *self.size, device=self.device), empty_tab,
+                    torch.empty(0, dtype=torch.long, device=self.device))
         images, tabs = [], []
         for i in idx:
             row, case = rows[i], rows[i]["case_id"]

@@ -346,7 +346,8 @@ class DetectTask(Task):
             labels = torch.as_tensor([to_name[c] for c in rec["categories"]], dtype=torch.int64)
             targets.append({"boxes": normalised_boxes(rec["boxes"], h, w, rec["case"]).to(device),
                             "labels": labels.to(device)})
-        self.xs_t = torch.stack([frames[i] for i in train_idx]).to(device)
+        self.xs_t = (torch.stack([frames[i] for i in train_idx]) if train_idx else
+                     torch.empty(0, 3, *self.size)).to(device)  # none: evaluation only
         self.xs_v = torch.stack([frames[i] for i in val_idx]).to(device)
         self.targets_t = [targets[i] for i in train_idx]
         self.targets_v = [targets[i] for i in val_idx]

@@ -137,6 +137,8 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
     base, synced_bn = distributed.sync_batchnorm(base, ctx)
     task: Task = make_task(cfg.dataset, base, device, val_fraction=cfg.val_fraction, seed=cfg.seed,
                            size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
+    if task.n_train == 0:
+        raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training cases")
     metric = task.metric
     amp = _autocast(device, cfg.precision)  # checked before the (slow) baseline
     base_metric = ctx.broadcast_float(task.evaluate(base))

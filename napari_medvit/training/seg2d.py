@@ -66,6 +66,8 @@ def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def to_tensors(cases: list[tuple[str, np.ndarray, np.ndarray]], idx: list[int], size: tuple[int, int], mean: Any,
                std: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not idx:  # evaluation only: no training cases
+        return torch.empty(0, 3, *size), torch.empty(0, 1, *size)
     images, masks = [], []
     for i in idx:
         _, image, mask = cases[i]

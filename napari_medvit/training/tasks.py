@@ -35,7 +35,14 @@ from napari_medvit.inference.options import AUGMENTATIONS
 
 
 def split(case_ids: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed, seeded split: the same ids and seed always give the same validation cases."""
+    """A fixed, seeded split: the same ids and seed always give the same validation cases.
+
+    ``val_fraction`` 1.0 makes every case a validation case (no training cases): how a model is
+    scored on a held-out test folder (:func:`napari_medvit.training.finetune.evaluate_folder`)."""
+    if val_fraction >= 1.0:
+        if not case_ids:
+            raise ValueError("no cases to evaluate")
+        return [], list(range(len(case_ids)))
     if len(case_ids) < 2:
         raise ValueError(f"{len(case_ids)} case(s); fine-tuning needs at least 2 (training and validation)")
     order = np.random.default_rng(seed).permutation(len(case_ids))

@@ -18,7 +18,8 @@ def n_params(model: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("transfuse_s", 26_248_725), ("transfuse_l", 143_540_789), ("transfuse_l_384", 143_983_157)],
+    [("transfuse_s", 26_248_725), ("transfuse_l", 143_540_789), ("transfuse_l_384", 143_983_157),
+     ("transfuse_demo", 7_835_301)],
 )
 def test_reference_parameter_counts(name: str, expected: int) -> None:
     # Full-size configurations are only counted, never run, in the test suite.

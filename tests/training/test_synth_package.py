@@ -1,0 +1,74 @@
+"""Synthetic export folders (``medvit synth``), held-out scoring (``medvit evaluate``) and demo packaging."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medvit.cli import main
+from napari_medvit.models import create_model
+from napari_medvit.models.checkpoint import Manifest, read_checkpoint, save_checkpoint
+from napari_medvit.synthetic import generate_endoscopy_dataset
+from napari_medvit.training.package import evaluate_folder, package
+from napari_medvit.training.synth import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def endo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "endo"
+    assert main(["synth", "endoscopy", "--out", str(root), "--n", "6", "--seed", "3", "--shape", "64", "80"]) == 0
+    return root
+
+
+def test_synth_endoscopy_writes_three_export_folders_of_the_same_frames(endo: Path) -> None:
+    import skimage.io
+
+    frames = generate_endoscopy_dataset(6, 3, (64, 80))
+    info = json.loads((endo / "segmentation" / "dataset.json").read_text())
+    assert info["numTraining"] == 6 and info["labels"] == {"background": 0, "polyp": 1}
+    mask = skimage.io.imread(endo / "segmentation" / "labelsTr" / "synth-3-0002.png")
+    np.testing.assert_array_equal(mask, frames[2].mask)
+    coco = json.loads((endo / "detection" / "annotations.json").read_text())
+    assert len(coco["images"]) == 6 and len(coco["annotations"]) == sum(len(f.boxes) for f in frames)
+    assert coco["images"][2]["medvit_provenance"]["seed"] == frames[2].seed
+    rows = list(csv.DictReader((endo / "classification" / "labels.csv").open()))
+    assert [r["label"] for r in rows] == ["present" if f.present else "absent" for f in frames]
+    with pytest.raises(ValueError, match="not empty"):
+        write_synthetic("endoscopy", endo, 4, 3, shape=(64, 80))
+    with pytest.raises(ValueError, match="unknown synthetic dataset"):
+        write_synthetic("xray", endo / "x", 4)
+
+
+def test_evaluate_scores_every_case_of_a_folder(endo: Path, capsys) -> None:
+    torch.manual_seed(0)
+    model = create_model("transfuse_tiny")
+    record = evaluate_folder(endo / "segmentation", model, size=(64, 64))
+    assert record["metric"] == "Dice" and record["cases"] == 6 and 0.0 <= record["value"] <= 1.0
+    assert main(["evaluate", str(endo / "classification"), "--model", "crossvit_tiny_test"]) == 2  # 1000 outputs
+    assert "num_classes=2" in capsys.readouterr().err
+
+
+def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("transfuse_tiny")
+    source = save_checkpoint(model, tmp_path / "v1.safetensors", Manifest(
+        arch="transfuse_tiny", config=model.config, class_names=["background", "polyp"], trained=True,
+        extra={"size": [64, 64]}))
+    out = tmp_path / "demo.safetensors"
+    test = package(source, endo / "segmentation", out)
+    assert test["weights"] == "fp16" and test["cases"] == 6 and test["metric"] == "Dice"
+    state, manifest, _ = read_checkpoint(out)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert out.stat().st_size < 0.55 * source.stat().st_size
+    assert manifest.extra["demo"] and "not for clinical use" in manifest.description
+    assert manifest.extra["test"]["value"] == test["value"]
+    loaded = create_model("transfuse_tiny", checkpoint=out)  # what the viewer loads: the recorded metric exactly
+    assert evaluate_folder(endo / "segmentation", loaded, size=(64, 64))["value"] == pytest.approx(test["value"],
+                                                                                                    abs=1e-6)
+    with pytest.raises(ValueError, match="no active.json"):
+        package(tmp_path, endo / "segmentation", tmp_path / "x.safetensors")
