@@ -68,3 +68,23 @@ def test_box_centres_are_offsets_from_the_reference() -> None:
         out = model.forward_all(torch.randn(1, 3, 128, 160))
     torch.testing.assert_close(out["pred_boxes"][..., :2], out["reference"])
     torch.testing.assert_close(out["pred_boxes"][..., 2:], torch.full_like(out["pred_boxes"][..., 2:], 0.5))
+
+
+def test_gaussian_off_is_plain_co_attention_with_everything_else_equal() -> None:
+    import torch
+
+    from napari_medvit.models import create_model
+
+    torch.manual_seed(0)
+    smca = create_model("smca_detr_tiny", dropout=0.0).eval()
+    detr = create_model("smca_detr_tiny", dropout=0.0, gaussian=False).eval()
+    detr.load_state_dict(smca.state_dict())  # the same parameters: only the modulation differs
+    assert detr.config["gaussian"] is False
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = smca(x), detr(x)
+        assert not torch.allclose(a["pred_boxes"], b["pred_boxes"])
+        for layer in detr.transformer.decoder.layers:  # the Gaussian's offsets and scales no longer matter
+            layer.point2.weight.add_(1.0)
+            layer.point3.weight.add_(1.0)
+        torch.testing.assert_close(detr(x)["pred_logits"], b["pred_logits"])
