@@ -13,11 +13,18 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medvit-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="transfuse_s", help="registered model name (default: transfuse_s)")
-    parser.add_argument("--checkpoint", default="", help="checkpoint file for the model (default: untrained)")
+    parser.add_argument("--model", default=None,
+                        help="registered model name (default: transfuse_demo with its shipped demo weights, "
+                             "else transfuse_s)")
+    parser.add_argument("--checkpoint", default="", help="checkpoint file for the model (default: the model's "
+                                                         "shipped weights, else untrained)")
     parser.add_argument("--screenshot", default="", help="save a screenshot of the window here once done, then quit")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the run with --screenshot")
     args = parser.parse_args(argv)
+    if args.model is None:
+        from napari_medvit.models.manifest import bundled_checkpoints
+
+        args.model = "transfuse_demo" if bundled_checkpoints("transfuse_demo") else "transfuse_s"
 
     import napari
     from qtpy.QtWidgets import QApplication

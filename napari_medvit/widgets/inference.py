@@ -161,11 +161,12 @@ class InferenceWidget(Container):
         self.weights.changed.connect(self._update_weights_info)
         self.checkpoint.changed.connect(self._update_tabular_panel)
         self.weights.changed.connect(self._update_tabular_panel)
-        self.model.changed.connect(self.weights.reset_choices)
+        self.model.changed.connect(self._prefer_bundled)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.reordered):
             event.connect(self._refresh_images)
         napari_viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._prefer_bundled()
         self._update_weights_info()
         self._update_tabular_panel()
         self._update_channel_inputs()
@@ -205,6 +206,13 @@ class InferenceWidget(Container):
         model = self.model.value if hasattr(self, "model") else "transfuse_s"
         bundled = [(f"bundled: {m.description or p.stem}", str(p)) for p, m in bundled_checkpoints(model)]
         return [*bundled, (_UNTRAINED, ""), ("checkpoint file…", _FROM_FILE)]
+
+    def _prefer_bundled(self, *_: Any) -> None:
+        """A model's shipped (demo) weights are the default weights whenever the model is chosen."""
+        self.weights.reset_choices()
+        bundled = [value for _, value in self._weight_choices() if value not in ("", _FROM_FILE)]
+        if bundled:
+            self.weights.value = bundled[0]
 
     def use_checkpoint(self, path: str | Path) -> None:
         """Choose a checkpoint file of the user's (as "checkpoint file…" + the file field do)."""

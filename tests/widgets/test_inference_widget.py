@@ -153,6 +153,8 @@ def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, 
     assert mask.metadata[PREDICTION_KEY]["checkpoint"].endswith("tiny_demo.safetensors")
     widget.model.value = "transfuse_s"
     assert [c for c in widget.weights.choices][0] == ""  # nothing shipped for TransFuse-S: untrained first
+    widget.model.value = "transfuse_tiny"  # back to a model with shipped weights: they are chosen again
+    assert widget.weights.value == str(tmp_path / "tiny_demo.safetensors")
 
 
 def test_torch_runtime_errors_end_the_run_with_a_message(make_napari_viewer, qtbot, monkeypatch) -> None:
