@@ -9,6 +9,7 @@
     medvit export IMAGE --boxes BOXES.csv|.json --dataset DIR [--categories polyp,adenoma]   # COCO annotations.json
     medvit export IMAGE --class-label NAME [--tabular age=71,sex=1] --dataset DIR            # labels.csv
     medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384]   # synthetic export folders
+    medvit synth brain --out DIR --n 40 [--seed 0] [--spacing 2.0]          # FLAIR + T1 + lesion masks
     medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
     medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors  # a run's version as (fp16) demo weights
 
@@ -339,7 +340,13 @@ def _synth(args: argparse.Namespace) -> int:
 
     from napari_medvit.training.synth import write_synthetic
 
-    options = {"shape": tuple(args.shape)} if args.shape else {}
+    options: dict[str, object] = {"shape": tuple(args.shape)} if args.shape else {}
+    if args.spacing is not None:
+        if args.kind != "brain":
+            raise ValueError("--spacing applies to the brain dataset only")
+        options["spacing"] = args.spacing
+    if args.shape and args.kind != "endoscopy":
+        raise ValueError("--shape applies to the endoscopy dataset only")
     summary = write_synthetic(args.kind, args.out, args.n, args.seed, **options)
     print(json.dumps(summary, indent=1))
     return 0
@@ -421,11 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(an empty value is missing)")
     e.set_defaults(func=_export)
     y = sub.add_parser("synth", help="write a synthetic dataset as export folders (the demo checkpoints' data)")
-    y.add_argument("kind", choices=("endoscopy",), help="which generator")
+    y.add_argument("kind", choices=("endoscopy", "brain"), help="which generator")
     y.add_argument("--out", required=True, help="a new folder")
     y.add_argument("--n", type=int, required=True, help="number of cases")
     y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")
     y.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
+    y.add_argument("--spacing", type=float, default=None, help="voxel size in mm (brain; default 2.0)")
     y.set_defaults(func=_synth)
     v = sub.add_parser("evaluate", help="score a model on every case of an export folder (the task's metric)")
     v.add_argument("dataset", help="export folder")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from napari_medvit.synthetic.brain import BrainCase, brain_template, generate_brain_case, generate_brain_dataset
+
 from napari_medvit.synthetic.endoscopy import (
     MAX_POLYPS,
     POLYP_AREA_RANGE,
@@ -13,6 +15,10 @@ from napari_medvit.synthetic.endoscopy import (
 )
 
 __all__ = [
+    "BrainCase",
+    "brain_template",
+    "generate_brain_case",
+    "generate_brain_dataset",
     "MAX_POLYPS",
     "POLYP_AREA_RANGE",
     "SAMPLE_FRAME_SEED",

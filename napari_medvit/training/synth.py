@@ -9,6 +9,11 @@ checkpoints' training data is made, so that training them only calls the project
   ``detection/`` (COCO ``annotations.json`` + images/, one "polyp" box per polyp, frames without a
   polyp as negatives) and ``classification/`` (``labels.csv`` + images/, "present" / "absent").
 
+- ``brain``: :func:`~napari_medvit.synthetic.generate_brain_dataset` subjects (MNI152-based FLAIR +
+  T1 with white-matter-hyperintensity-like lesions) into ``segmentation/``, nnU-Net layout with the
+  two co-registered channels (``_0000`` FLAIR, ``_0001`` T1, NIfTI with the subject's geometry)
+  and the lesion mask (label 1 = lesion); ``--spacing`` mm (default 2.0).
+
 Every case's provenance records the generator and its seed, so each case can be regenerated
 exactly. The same ``seed`` and ``n`` always give the same folders; use different seeds for the
 training and the held-out test folders (the seeds of one call are drawn from ``seed``, so two
@@ -24,7 +29,7 @@ import numpy as np
 
 from napari_medvit.io import ImageMeta
 
-KINDS = ("endoscopy",)
+KINDS = ("endoscopy", "brain")
 
 
 def _fresh(folder: Path) -> None:
@@ -62,8 +67,36 @@ def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, in
             "folders": {k: str(v) for k, v in folders.items()}}
 
 
+def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) -> dict[str, Any]:
+    """Write ``n`` synthetic FLAIR + T1 subjects with lesion masks (see the module docstring)."""
+    from napari_medvit.io.nifti import nifti_to_world_affine
+    from napari_medvit.synthetic import generate_brain_dataset
+    from napari_medvit.training.export import export_case
+
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
+    folder = Path(out) / "segmentation"
+    _fresh(folder)
+    volumes = []
+    for i, case in enumerate(generate_brain_dataset(n, seed, spacing=spacing)):
+        # the case's affine maps (z, y, x) indices to RAS mm; as NIfTI's (x, y, z) -> RAS, then to ours
+        world = nifti_to_world_affine(np.asarray(case.affine)[:, [2, 1, 0, 3]])
+        meta = ImageMeta.from_affine(world, axes=("z", "y", "x"), modality="MR")
+        prov = {"generator": "napari_medvit.synthetic.generate_brain_case", "seed": case.seed,
+                "spacing": spacing, "synthetic": True, "lesion_volume_ml": case.params.get("lesion_volume_ml")}
+        export_case(folder, f"synth-{seed}-{i:04d}", np.stack([case.flair, case.t1]), meta, case.mask,
+                    label_names={"background": 0, "lesion": 1}, channel_names={"0": "FLAIR", "1": "T1"},
+                    provenance=prov)
+        volumes.append(float(case.params.get("lesion_volume_ml") or 0.0))
+    return {"kind": "brain", "cases": n, "seed": seed, "spacing": spacing, "shape": list(case.mask.shape),
+            "lesion_volume_ml": {"median": float(np.median(volumes)), "max": float(np.max(volumes))},
+            "folders": {"segmentation": str(folder)}}
+
+
 def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options: Any) -> dict[str, Any]:
     """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``."""
     if kind == "endoscopy":
         return write_endoscopy(out, n, seed, **options)
+    if kind == "brain":
+        return write_brain(out, n, seed, **options)
     raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")

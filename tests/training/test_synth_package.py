@@ -72,3 +72,33 @@ def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path
                                                                                                     abs=1e-6)
     with pytest.raises(ValueError, match="no active.json"):
         package(tmp_path, endo / "segmentation", tmp_path / "x.safetensors")
+
+
+def test_synth_brain_writes_flair_t1_and_lesions_with_the_subjects_geometry(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from napari_medvit.io import read_image
+    from napari_medvit.synthetic import generate_brain_dataset
+
+    root = tmp_path / "brain"
+    assert main(["synth", "brain", "--out", str(root), "--n", "2", "--seed", "4", "--spacing", "4"]) == 0
+    info = json.loads((root / "segmentation" / "dataset.json").read_text())
+    assert info["channel_names"] == {"0": "FLAIR", "1": "T1"} and info["labels"] == {"background": 0, "lesion": 1}
+    case = generate_brain_dataset(2, 4, spacing=4.0)[1]
+    flair, meta = read_image(root / "segmentation" / "imagesTr" / "synth-4-0001_0000.nii.gz")
+    labels, _ = read_image(root / "segmentation" / "labelsTr" / "synth-4-0001.nii.gz")
+    np.testing.assert_allclose(flair, case.flair, rtol=1e-6)
+    np.testing.assert_array_equal(labels, case.mask)
+    assert meta.spacing == (4.0, 4.0, 4.0)
+    img = nib.load(root / "segmentation" / "imagesTr" / "synth-4-0001_0001.nii.gz")
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")  # MNI152's RAS+ orientation kept
+    np.testing.assert_allclose(img.affine, np.asarray(case.affine)[:, [2, 1, 0, 3]], atol=1e-5)
+    with pytest.raises(ValueError, match="--spacing applies to the brain dataset only"):
+        main_raising(["synth", "endoscopy", "--out", str(tmp_path / "e"), "--n", "2", "--spacing", "2"])
+
+
+def main_raising(argv: list[str]) -> None:
+    from napari_medvit.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    args.func(args)
