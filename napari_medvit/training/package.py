@@ -68,6 +68,12 @@ def package(run_or_checkpoint: str | Path, test_dataset: str | Path, to: str | P
     size = (manifest.extra or {}).get("size")
     test = evaluate_folder(test_dataset, model, device=device, size=size)
     test["weights"] = "fp16" if fp16 else "fp32"
+    from napari_medvit.training.synth import synth_recipe
+
+    recipe = synth_recipe(test_dataset)
+    if recipe is not None:  # the test set can be regenerated exactly (the tests check the recorded figure)
+        test["synthetic"] = recipe
+        test["dataset"] = Path(test_dataset).name if not recipe["part"] else f"{recipe['part']} of synthetic {recipe['kind']}"
     extra = dict(manifest.extra or {})
     extra.update({"demo": True, "note": DEMO_NOTE, "test": test, "source_version": str(source)})
     text = description or f"DEMO, synthetic data, not for clinical use; test {test['metric']} {test['value']:.3f}"

@@ -94,9 +94,36 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) ->
 
 
 def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options: Any) -> dict[str, Any]:
-    """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``."""
-    if kind == "endoscopy":
-        return write_endoscopy(out, n, seed, **options)
-    if kind == "brain":
-        return write_brain(out, n, seed, **options)
-    raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
+    """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``, with ``synth.json``
+    recording how (kind, n, seed, options): :func:`regenerate` rebuilds the same folders from it."""
+    import json
+
+    from napari_medvit.io import atomic_write
+
+    writers = {"endoscopy": write_endoscopy, "brain": write_brain}
+    if kind not in writers:
+        raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
+    summary = writers[kind](out, n, seed, **options)
+    recipe = {"kind": kind, "n": n, "seed": seed, "options": {k: list(v) if isinstance(v, tuple) else v
+                                                               for k, v in options.items()}}
+    atomic_write(Path(out) / "synth.json", lambda tmp: Path(tmp).write_text(json.dumps(recipe, indent=1)))
+    return summary
+
+
+def synth_recipe(folder: str | Path) -> dict[str, Any] | None:
+    """The recipe of a synthetic export folder (``synth.json`` in it or its parent) with ``part``, the
+    sub-folder name (e.g. "segmentation"); None for data that was not generated here."""
+    import json
+
+    folder = Path(folder)
+    for root, part in ((folder, ""), (folder.parent, folder.name)):
+        if (root / "synth.json").is_file():
+            return {**json.loads((root / "synth.json").read_text()), "part": part}
+    return None
+
+
+def regenerate(recipe: dict[str, Any], out: str | Path) -> Path:
+    """Write the dataset of ``recipe`` (see :func:`synth_recipe`) into ``out``; returns the recorded part's folder."""
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("options", {}).items()}
+    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), **options)
+    return Path(out) / recipe.get("part", "")

@@ -67,6 +67,14 @@ def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path
     assert out.stat().st_size < 0.55 * source.stat().st_size
     assert manifest.extra["demo"] and "not for clinical use" in manifest.description
     assert manifest.extra["test"]["value"] == test["value"]
+    recipe = manifest.extra["test"]["synthetic"]  # how to rebuild the test folder exactly
+    assert (recipe["kind"], recipe["n"], recipe["seed"], recipe["part"]) == ("endoscopy", 6, 3, "segmentation")
+    assert recipe["options"] == {"shape": [64, 80]}
+    from napari_medvit.training.synth import regenerate
+
+    again = regenerate(recipe, tmp_path / "again")
+    for a, b in zip(sorted((endo / "segmentation" / "labelsTr").iterdir()), sorted((again / "labelsTr").iterdir())):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
     loaded = create_model("transfuse_tiny", checkpoint=out)  # what the viewer loads: the recorded metric exactly
     assert evaluate_folder(endo / "segmentation", loaded, size=(64, 64))["value"] == pytest.approx(test["value"],
                                                                                                     abs=1e-6)
