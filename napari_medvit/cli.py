@@ -10,6 +10,7 @@
     medvit export IMAGE --class-label NAME [--tabular age=71,sex=1] --dataset DIR            # labels.csv
     medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384]   # synthetic export folders
     medvit synth brain --out DIR --n 40 [--seed 0] [--spacing 2.0]          # FLAIR + T1 + lesion masks
+    medvit synth dementia --out DIR --n 300 [--seed 0]                      # DAFT: volumes + tabular rows
     medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
     medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors  # a run's version as (fp16) demo weights
 
@@ -428,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(an empty value is missing)")
     e.set_defaults(func=_export)
     y = sub.add_parser("synth", help="write a synthetic dataset as export folders (the demo checkpoints' data)")
-    y.add_argument("kind", choices=("endoscopy", "brain"), help="which generator")
+    y.add_argument("kind", choices=("endoscopy", "brain", "dementia"), help="which generator")
     y.add_argument("--out", required=True, help="a new folder")
     y.add_argument("--n", type=int, required=True, help="number of cases")
     y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from napari_medvit.synthetic.brain import BrainCase, brain_template, generate_brain_case, generate_brain_dataset
+from napari_medvit.synthetic.dementia import DementiaCase, generate_dementia_case, generate_dementia_dataset
 
 from napari_medvit.synthetic.endoscopy import (
     MAX_POLYPS,
@@ -16,9 +17,12 @@ from napari_medvit.synthetic.endoscopy import (
 
 __all__ = [
     "BrainCase",
+    "DementiaCase",
     "brain_template",
     "generate_brain_case",
     "generate_brain_dataset",
+    "generate_dementia_case",
+    "generate_dementia_dataset",
     "MAX_POLYPS",
     "POLYP_AREA_RANGE",
     "SAMPLE_FRAME_SEED",

@@ -14,6 +14,11 @@ checkpoints' training data is made, so that training them only calls the project
   two co-registered channels (``_0000`` FLAIR, ``_0001`` T1, NIfTI with the subject's geometry)
   and the lesion mask (label 1 = lesion); ``--spacing`` mm (default 2.0).
 
+- ``dementia``: :func:`~napari_medvit.synthetic.generate_dementia_dataset` subjects for DAFT into
+  ``classification/``: ``labels.csv`` (CN / MCI / Dementia) with the nine ADNI tabular columns
+  (empty = missing) and the 64^3 T1-like volumes under images/ (NIfTI); the class depends on the
+  image (atrophy) and on the tabular biomarkers together.
+
 Every case's provenance records the generator and its seed, so each case can be regenerated
 exactly. The same ``seed`` and ``n`` always give the same folders; use different seeds for the
 training and the held-out test folders (the seeds of one call are drawn from ``seed``, so two
@@ -29,7 +34,7 @@ import numpy as np
 
 from napari_medvit.io import ImageMeta
 
-KINDS = ("endoscopy", "brain")
+KINDS = ("endoscopy", "brain", "dementia")
 
 
 def _fresh(folder: Path) -> None:
@@ -93,6 +98,29 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) ->
             "folders": {"segmentation": str(folder)}}
 
 
+def write_dementia(out: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """Write ``n`` synthetic DAFT subjects: volume + tabular row + diagnosis (see the module docstring)."""
+    from napari_medvit.synthetic import generate_dementia_dataset
+    from napari_medvit.training.export import export_class_label
+
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
+    folder = Path(out) / "classification"
+    _fresh(folder)
+    labels = []
+    for i, case in enumerate(generate_dementia_dataset(n, seed)):
+        meta = ImageMeta(spacing=case.spacing, origin=(0.0, 0.0, 0.0),
+                         direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), axes=("z", "y", "x"),
+                         modality="MR")
+        prov = {"generator": "napari_medvit.synthetic.generate_dementia_case", "seed": case.seed, "synthetic": True}
+        export_class_label(folder, f"synth-{seed}-{i:04d}", case.label, image=case.image, meta=meta,
+                           tabular=case.tabular, provenance=prov)
+        labels.append(case.label)
+    return {"kind": "dementia", "cases": n, "seed": seed,
+            "labels": {c: labels.count(c) for c in ("CN", "MCI", "Dementia")},
+            "folders": {"classification": str(folder)}}
+
+
 def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options: Any) -> dict[str, Any]:
     """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``, with ``synth.json``
     recording how (kind, n, seed, options): :func:`regenerate` rebuilds the same folders from it."""
@@ -100,7 +128,7 @@ def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options
 
     from napari_medvit.io import atomic_write
 
-    writers = {"endoscopy": write_endoscopy, "brain": write_brain}
+    writers = {"endoscopy": write_endoscopy, "brain": write_brain, "dementia": write_dementia}
     if kind not in writers:
         raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
     summary = writers[kind](out, n, seed, **options)

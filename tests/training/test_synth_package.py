@@ -110,3 +110,19 @@ def main_raising(argv: list[str]) -> None:
 
     args = build_parser().parse_args(argv)
     args.func(args)
+
+
+def test_synth_dementia_writes_daft_rows_a_daft_task_reads(tmp_path: Path) -> None:
+    from napari_medvit.models import get_spec
+    from napari_medvit.synthetic import generate_dementia_dataset
+    from napari_medvit.training.classify import ClassifyTask, read_labels
+
+    root = tmp_path / "dementia"
+    assert main(["synth", "dementia", "--out", str(root), "--n", "3", "--seed", "2"]) == 0
+    cases = generate_dementia_dataset(3, 2)
+    rows = read_labels(root / "classification")
+    assert [r["label"] for r in rows] == [c.label for c in cases]
+    for row, case in zip(rows, cases):
+        for name, value in case.tabular.items():
+            assert row[name] == ("" if value is None else str(value))
+    assert ClassifyTask.model_overrides(root / "classification", get_spec("daft")) == {}  # DAFT's own 3 classes
