@@ -5,7 +5,10 @@
 GUI worker can show progress and stop between steps. ``predict(...)`` drives the same generator
 with plain callbacks (``progress=cb``, ``should_stop=cb``) for scripts and the CLI.
 
-2D models run on 2D images directly and on volumes slice by slice along the leading axes.
+2D models run on 2D images directly and on volumes slice by slice along the leading axes. 3D
+segmentation models run by sliding window on the volume's own grid; 3D classifiers (DAFT, its
+image-only 3D ResNet baseline) see the whole volume, robustly scaled to 0..1 and resampled
+trilinearly to the model's ``resize3d``, and give one class-probability vector for it.
 """
 
 from __future__ import annotations
@@ -115,9 +118,7 @@ class Predictor:
         spec: ModelSpec | None = getattr(model, "medvit_spec", None)
         if spec is None:
             raise ValueError("Predictor needs a model made by napari_medvit.models.create_model (no medvit_spec found)")
-        tabular = "tabular" in spec.preprocessing
-        if spec.task not in ("segment", "classify", "detect") or (spec.dims == 3 and spec.task == "detect") or (
-                spec.dims == 3 and spec.task == "classify" and not tabular):
+        if spec.task not in ("segment", "classify", "detect") or (spec.dims == 3 and spec.task == "detect"):
             raise ValueError(f"{spec.name}: the predictor does not run {spec.dims}D {spec.task} models yet")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -161,6 +162,8 @@ class Predictor:
         for missing) or a ready vector."""
         if "tabular" in self.pre:
             return (yield from self._predict_tabular(np.asarray(image), meta, tabular))
+        if self.spec.dims == 3 and self.spec.task == "classify":
+            return (yield from self._predict_volume_class(np.asarray(image), meta))
         if self.spec.dims == 3:
             return (yield from self._predict_volume(np.asarray(image), meta))
         if self.spec.task == "detect":
@@ -244,16 +247,23 @@ class Predictor:
             raise ValueError(f"{self.spec.name} takes {n} tabular values, got {vec.size}")
         return torch.from_numpy(vec)[None].to(self.device)
 
+    def _check_volume(self, image: np.ndarray, meta: ImageMeta | None) -> None:
+        if image.ndim != 3 or (meta is not None and meta.rgb):
+            raise ValueError(f"{self.spec.name} takes a 3D single-channel volume; got an array of shape {image.shape}")
+
+    def _volume_input(self, image: np.ndarray) -> torch.Tensor:
+        """(1, 1, *resize3d) input of a 3D classifier: the volume robustly scaled to 0..1, resampled trilinearly."""
+        size = tuple(self.pre.get("resize3d", image.shape))
+        x = torch.from_numpy(scale_to_unit(image))[None, None].to(self.device)
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
     def _predict_tabular(self, image: np.ndarray, meta: ImageMeta | None, tabular: Any) -> Generator[Progress, None, Prediction]:
         """Image + tabular classification (DAFT); the image features are kept for :meth:`retabulate`."""
         t0 = time.perf_counter()
-        if image.ndim != 3 or (meta is not None and meta.rgb):
-            raise ValueError(f"{self.spec.name} takes a 3D single-channel volume; got an array of shape {image.shape}")
+        self._check_volume(image, meta)
         tab = self._tabular_input(tabular)
         yield Progress(0, 2, "preparing volume", time.perf_counter() - t0)
-        size = tuple(self.pre.get("resize3d", image.shape))
-        x = torch.from_numpy(scale_to_unit(image))[None, None].to(self.device)
-        x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        x = self._volume_input(image)
         yield Progress(1, 2, f"running {self.spec.display_name}", time.perf_counter() - t0)
         with torch.inference_mode(), self._autocast():
             self._image_features = self.model.image_features(x)
@@ -284,6 +294,28 @@ class Predictor:
             extras={"alpha": out["alpha"][0].float().cpu().numpy(), "beta": out["beta"][0].float().cpu().numpy(),
                     "tabular": tab[0].float().cpu().numpy(), "tabular_names": np.array(tabular_names(self.tabular_features))},
             provenance=self._provenance(t0),
+        )
+
+    def _predict_volume_class(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
+        """Image-only classification of a whole volume (DAFT's 3D ResNet baseline): one probability
+        vector (K,) and its argmax, the volume prepared as DAFT's image input."""
+        t0 = time.perf_counter()
+        self._check_volume(image, meta)
+        yield Progress(0, 2, "preparing volume", time.perf_counter() - t0)
+        x = self._volume_input(image)
+        yield Progress(1, 2, f"running {self.spec.display_name}", time.perf_counter() - t0)
+        with torch.inference_mode(), self._autocast():
+            logits = self.model(x)
+        probs = torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
+        yield Progress(2, 2, "post-processing", time.perf_counter() - t0)
+        return Prediction(
+            task="classify",
+            model_name=self.spec.name,
+            labels=np.asarray(probs.argmax()),
+            probabilities=probs,
+            class_names=self.class_names,
+            meta=meta,
+            provenance=self._provenance(t0, input_size=list(x.shape[2:])),
         )
 
     def _predict_boxes(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:

@@ -224,6 +224,16 @@ _MODELS["daft"] = ModelSpec(
           "Transform, MICCAI 2021",
     short_name="DAFT",
 )
+_MODELS["resnet3d"] = ModelSpec(
+    name="resnet3d", module="napari_medvit.models.daft", factory="resnet3d", family="daft", task="classify", dims=3,
+    in_chans=1, class_names=("CN", "MCI", "Dementia"),
+    preprocessing={"resize3d": (64, 64, 64), "intensity": "percentile"},
+    overlays=("class_probabilities",), display_name="3D ResNet (DAFT's image-only baseline)",
+    description="DAFT's 3D ResNet (4 base filters) with an ordinary residual block in place of the DAFT block: "
+                "the image-only baseline of the DAFT paper, no tabular input, 3 classes; 56,535 parameters",
+    paper=_MODELS["daft"].paper,
+    short_name="ResNet3D",
+)
 
 
 WMH_CLASSES = ("background", "white-matter hyperintensity")

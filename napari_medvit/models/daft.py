@@ -15,6 +15,12 @@ is modulated per channel, before the first ReLU (location 3 of the official code
 ``model(image, tabular)`` returns the class logits. Because everything before the DAFT block
 depends on the image only, ``image_features(image)`` can be computed once and
 ``forward_from_features(features, tabular)`` re-run cheaply when a tabular value changes.
+
+:class:`ResNet3D` is the paper's image-only baseline (the official code's ``resnet``,
+``HeterogeneousResNet``): the same network with an ordinary ResBlock(16 -> 32, /2) as the last
+block, no tabular input; ``model(image)`` returns the class logits. Its last block is named
+``blockX`` as DAFT's, so that every other state_dict key is shared with DAFT; the official
+checkpoints' ``block4.*`` keys are renamed on loading (:func:`checkpoint_filter_fn`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torch import nn
 from napari_medvit.models._registry import ADNI_FEATURES
 from napari_medvit.models.manifest import strip_module_prefix
 
-__all__ = ["ADNI_FEATURES", "DAFT", "checkpoint_filter_fn", "daft"]
+__all__ = ["ADNI_FEATURES", "DAFT", "ResNet3D", "checkpoint_filter_fn", "daft", "resnet3d"]
 
 def _conv3d(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1) -> nn.Conv3d:
     return nn.Conv3d(in_ch, out_ch, kernel_size, stride=stride, padding=1 if kernel_size != 1 else 0, bias=False)
@@ -133,11 +139,52 @@ class DAFT(nn.Module):
         return self.forward_all(image, tabular)["logits"]
 
 
+class ResNet3D(nn.Module):
+    """DAFT's image-only baseline: DAFT's 3D ResNet with an ordinary ResBlock in place of the DAFT block."""
+
+    def __init__(self, in_channels: int = 1, n_outputs: int = 3, n_basefilters: int = 4,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        if n_basefilters < 1 or n_outputs < 1 or in_channels < 1:
+            raise ValueError(f"ResNet3D: in_channels ({in_channels}), n_outputs ({n_outputs}) and n_basefilters "
+                             f"({n_basefilters}) must be >= 1")
+        self.config: dict[str, Any] = {"in_channels": in_channels, "n_outputs": n_outputs,
+                                       "n_basefilters": n_basefilters, "bn_momentum": bn_momentum}
+        self.num_classes = n_outputs
+        self.head_prefixes = ("fc",)  # the class head (create_model(new_head=True) re-initialises it)
+        f = n_basefilters
+        self.conv1 = ConvBnReLU(in_channels, f, bn_momentum=bn_momentum)
+        self.pool1 = nn.MaxPool3d(2, stride=2)
+        self.block1 = ResBlock(f, f, bn_momentum=bn_momentum)
+        self.block2 = ResBlock(f, 2 * f, bn_momentum=bn_momentum, stride=2)
+        self.block3 = ResBlock(2 * f, 4 * f, bn_momentum=bn_momentum, stride=2)
+        self.blockX = ResBlock(4 * f, 8 * f, bn_momentum=bn_momentum, stride=2)
+        self.global_pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(8 * f, n_outputs)
+
+    def forward_all(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.block3(self.block2(self.block1(self.pool1(self.conv1(image)))))
+        return {"logits": self.fc(self.global_pool(self.blockX(out)).flatten(1))}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(image)["logits"]
+
+
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """ai-med/DAFT saves plain state_dicts; strip DataParallel ``module.`` prefixes."""
-    return strip_module_prefix(state_dict)
+    """ai-med/DAFT saves plain state_dicts; strip DataParallel ``module.`` prefixes. For
+    :class:`ResNet3D`, the official ``HeterogeneousResNet``'s ``block4.*`` keys become ``blockX.*``."""
+    state_dict = strip_module_prefix(state_dict)
+    if isinstance(model, ResNet3D):
+        state_dict = {"blockX." + k[len("block4."):] if k.startswith("block4.") else k: v
+                      for k, v in state_dict.items()}
+    return state_dict
 
 
 def daft(**kwargs: Any) -> DAFT:
     """DAFT as in the paper's ADNI experiments: 14 tabular features, 3 classes, 56,911 parameters."""
     return DAFT(**kwargs)
+
+
+def resnet3d(**kwargs: Any) -> ResNet3D:
+    """DAFT's image-only 3D ResNet baseline: 4 base filters, 3 classes, 56,535 parameters."""
+    return ResNet3D(**kwargs)

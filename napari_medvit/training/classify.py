@@ -1,4 +1,5 @@
-"""Fine-tuning task for classification: CrossViT, the timm baselines (ResNet-34/50, DeiT-S) and DAFT.
+"""Fine-tuning task for classification: CrossViT, the timm baselines (ResNet-34/50, DeiT-S), DAFT and
+its image-only 3D ResNet baseline.
 
 Data: a ``labels.csv`` export folder (:func:`napari_medvit.training.export.export_class_label`):
 columns ``case_id``, ``label``, ``image`` (path of the image relative to the folder), optional
@@ -9,7 +10,7 @@ Classes: the sorted set of labels, unless the base model's class names (its chec
 else the registry's, e.g. DAFT's CN / MCI / Dementia) contain them all; then those names in their
 order, so that a fine-tuned model keeps the base model's class indices.
 :meth:`ClassifyTask.model_overrides` gives the factory the matching number of outputs
-(``num_classes`` for timm's CrossViT and baselines, ``n_outputs`` for DAFT).
+(``num_classes`` for timm's CrossViT and baselines, ``n_outputs`` for DAFT and the 3D ResNet).
 
 Inputs are prepared exactly as :class:`~napari_medvit.inference.predictor.Predictor` prepares them:
 
@@ -17,18 +18,20 @@ Inputs are prepared exactly as :class:`~napari_medvit.inference.predictor.Predic
   alpha dropped, grey replicated to RGB, normalised with the registry's mean/std, resized
   bilinearly (antialiased) to the model's ``resize``; augmentation with
   :func:`~napari_medvit.training.augment.augment_2d`.
-- 3D + tabular (DAFT): the volume robustly scaled to 0..1 (``scale_to_unit``) and resampled
-  trilinearly to ``resize3d`` (64^3); the tabular row encoded by
-  :func:`~napari_medvit.transforms.tabular_vector` with the base model's feature list (the
-  checkpoint manifest's, else the registry's ADNI list): a missing value enters as its
-  (standardised) mean with its missing-value indicator set, as at inference. Augmentation:
-  ``"flips"`` flips each of the three axes with probability 0.5; ``"standard"`` adds MONAI's
-  ``RandScaleIntensity(0.1)`` and ``RandShiftIntensity(0.1)`` (as in MONAI's BraTS recipes), all
-  seeded from the batch's ``torch.Generator``.
+- 3D (DAFT, the image-only 3D ResNet): the volume robustly scaled to 0..1 (``scale_to_unit``) and
+  resampled trilinearly to ``resize3d`` (64^3). Augmentation: ``"flips"`` flips each of the three
+  axes with probability 0.5; ``"standard"`` adds MONAI's ``RandScaleIntensity(0.1)`` and
+  ``RandShiftIntensity(0.1)`` (as in MONAI's BraTS recipes), all seeded from the batch's
+  ``torch.Generator``. Batches are ``(volume, y)``, or ``(volume, tabular, y)`` for a model with
+  tabular inputs (DAFT).
+- tabular (DAFT): the row encoded by :func:`~napari_medvit.transforms.tabular_vector` with the base
+  model's feature list (the checkpoint manifest's, else the registry's ADNI list): a missing value
+  enters as its (standardised) mean with its missing-value indicator set, as at inference. The 3D
+  ResNet ignores the tabular columns of ``labels.csv``.
 
 Loss: cross-entropy. CrossViT's official recipe (DeiT's) trains with mixup/cutmix and label
 smoothing 0.1; without mixup we keep its label smoothing 0.1 for CrossViT, plain cross-entropy for
-the timm baselines and for DAFT (the official DAFT script uses ``CrossEntropyLoss``; for two
+the timm baselines and for the 3D models (the official DAFT script uses ``CrossEntropyLoss``; for two
 classes it switches to one output with BCE, we keep a softmax over two outputs, which is what the
 predictor reads).
 
@@ -36,8 +39,9 @@ Optimiser: AdamW as in the official recipes. CrossViT/DeiT use lr 5e-4 x batch /
 decay 0.05 for training from scratch over 300 epochs at batch 1024; at the small batches of
 fine-tuning that rule gives ~4e-6, far too little to move a model in a few epochs, so the default
 here is 1e-4 (the usual ViT/CNN fine-tuning rate) with weight decay 0.05, not applied to biases and
-normalisation weights (timm's rule for one-dimensional parameters). DAFT: AdamW with the official
-ADNI script's lr 0.013 and weight decay 0.
+normalisation weights (timm's rule for one-dimensional parameters). DAFT and the 3D ResNet: AdamW
+with the official ADNI script's lr 0.013 and weight decay 0 (the official code trains its image-only
+``resnet`` with the same script).
 
 Validation metric: balanced accuracy (mean recall over the classes present in the validation
 labels, as ``sklearn.metrics.balanced_accuracy_score`` and DAFT's ``BalancedAccuracy``); plain
@@ -193,9 +197,10 @@ def _frame_tensor(image: np.ndarray, rgb: bool, pre: Mapping[str, Any], in_chans
 
 
 def _volume_tensor(image: np.ndarray, rgb: bool, size: tuple[int, int, int], case: str) -> torch.Tensor:
-    """(1, D, H, W) model input of one volume, prepared as the predictor prepares DAFT's."""
+    """(1, D, H, W) model input of one volume, prepared as the predictor prepares a 3D classifier's."""
     if image.ndim != 3 or rgb:
-        raise ValueError(f"case {case}: DAFT takes a 3D single-channel volume; got an array of shape {image.shape}")
+        raise ValueError(f"case {case}: a 3D classifier takes a 3D single-channel volume; got an array of shape "
+                         f"{image.shape}")
     x = torch.from_numpy(np.ascontiguousarray(scale_to_unit(image)))[None, None]
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)[0]
 
@@ -234,6 +239,7 @@ class ClassifyTask(Task):
         spec = self.spec
         self.family = spec.family
         self.tabular = "tabular" in spec.preprocessing
+        self.volume = spec.dims == 3
         self.class_names = class_names_for([r["label"] for r in rows], _base_class_names(model))
         n_out = getattr(model, "num_classes", None)
         if n_out is not None and int(n_out) != len(self.class_names):
@@ -249,10 +255,15 @@ class ClassifyTask(Task):
         self.labels = [self.class_names.index(r["label"]) for r in rows]
 
         pre = spec.preprocessing
-        if self.tabular:
+        if self.volume:
             self.size = tuple(size or pre.get("resize3d") or (64, 64, 64))
             if len(self.size) != 3:
                 raise ValueError(f"{spec.name} trains on volumes: size must have 3 entries, got {self.size}")
+        else:
+            self.size = tuple(size or pre.get("resize") or (224, 224))
+            if len(self.size) != 2:
+                raise ValueError(f"{spec.name} trains on 2D frames: size must have 2 entries, got {self.size}")
+        if self.tabular:
             self.features = tabular_features(model)
             info = getattr(model, "checkpoint_info", None)
             if not (info is not None and info.trained):  # untrained: standardise with the training rows' statistics
@@ -262,13 +273,9 @@ class ClassifyTask(Task):
             width = len(tabular_names(self.features))
             if n_tab is not None and int(n_tab) != width:
                 raise ValueError(f"{spec.name} takes {n_tab} tabular values; its feature list gives {width}")
-        else:
-            self.size = tuple(size or pre.get("resize") or (224, 224))
-            if len(self.size) != 2:
-                raise ValueError(f"{spec.name} trains on 2D frames: size must have 2 entries, got {self.size}")
 
-        self.default_lr = 0.013 if self.tabular else 1e-4
-        self.weight_decay = 0.0 if self.tabular else 0.05
+        self.default_lr = 0.013 if self.volume else 1e-4
+        self.weight_decay = 0.0 if self.volume else 0.05
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING.get(self.family, 0.0))
         self.xs_t, self.tab_t, self.ys_t = self._tensors(rows, train_idx)
         self.xs_v, self.tab_v, self.ys_v = self._tensors(rows, val_idx)
@@ -289,7 +296,7 @@ class ClassifyTask(Task):
     def _tensors(self, rows: list[dict[str, str]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                             torch.Tensor]:
         if not idx:  # evaluation only: no training cases
-            channels = 1 if self.tabular else self.spec.in_chans
+            channels = 1 if self.volume else self.spec.in_chans
             empty_tab = torch.empty(0, len(tabular_names(self.features)), device=self.device) if self.tabular else None
             return (torch.empty(0, channels, *self.size, device=self.device), empty_tab,
                     torch.empty(0, dtype=torch.long, device=self.device))
@@ -297,19 +304,23 @@ class ClassifyTask(Task):
         for i in idx:
             row, case = rows[i], rows[i]["case_id"]
             image, meta = read_image(self.dataset / row["image"])
-            if self.tabular:
+            if self.volume:
                 images.append(_volume_tensor(image, meta.rgb, self.size, case))  # type: ignore[arg-type]
-                tabs.append(torch.from_numpy(encode_tabular(self.features, row, case)))
             else:
                 images.append(_frame_tensor(image, meta.rgb, self.spec.preprocessing, self.spec.in_chans,
                                             self.size, case))  # type: ignore[arg-type]
+            if self.tabular:
+                tabs.append(torch.from_numpy(encode_tabular(self.features, row, case)))
         xs = torch.stack(images).to(self.device)
         ys = torch.tensor([self.labels[i] for i in idx], dtype=torch.long, device=self.device)
         return xs, (torch.stack(tabs).to(self.device) if self.tabular else None), ys
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-        if self.tabular:
-            return augment_3d(self.xs_t[idx], gen, self.augment), self.tab_t[idx], self.ys_t[idx]  # type: ignore[index]
+        if self.volume:
+            x = augment_3d(self.xs_t[idx], gen, self.augment)
+            if self.tabular:
+                return x, self.tab_t[idx], self.ys_t[idx]  # type: ignore[index]
+            return x, self.ys_t[idx]
         x, _ = augment_2d(self.xs_t[idx], [], gen, self.augment)
         return x, self.ys_t[idx]
 

@@ -200,6 +200,29 @@ def test_daft_uses_image_and_tabular_and_reruns_only_the_cheap_part() -> None:
         predictor.retabulate({"age": None})
 
 
+def test_image_only_3d_classifier_gives_one_probability_vector_for_the_volume() -> None:
+    from napari_medvit.transforms import scale_to_unit
+
+    torch.manual_seed(0)
+    model = create_model("resnet3d")
+    vol = np.random.default_rng(10).normal(100, 20, (20, 24, 18)).astype(np.float32)
+    events = []
+    pred = Predictor(model, device="cpu").predict(vol, ImageMeta.identity(3), progress=events.append)
+    assert pred.task == "classify" and pred.class_names == ("CN", "MCI", "Dementia")
+    assert pred.probabilities.shape == (3,) and abs(float(pred.probabilities.sum()) - 1) < 1e-5
+    assert pred.labels.shape == () and int(pred.labels) == int(pred.probabilities.argmax())
+    assert [e.message for e in events] == ["preparing volume", f"running {model.medvit_spec.display_name}",
+                                           "post-processing"] and events[-1].done == events[-1].total
+    assert pred.provenance["model"] == "resnet3d" and pred.provenance["input_size"] == [64, 64, 64]
+    # the model's softmax on the volume prepared as DAFT's image input: scaled to 0..1, resampled to 64^3
+    x = torch.nn.functional.interpolate(torch.from_numpy(scale_to_unit(vol))[None, None], size=(64, 64, 64),
+                                        mode="trilinear", align_corners=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(pred.probabilities, torch.softmax(model(x), -1)[0].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="3D single-channel volume"):
+        Predictor(model, device="cpu").predict(np.zeros((24, 24), np.float32))
+
+
 def test_classifier_class_names_come_from_the_checkpoint_manifest(tmp_path) -> None:
     from napari_medvit.models.checkpoint import Manifest, save_checkpoint
 

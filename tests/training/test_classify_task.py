@@ -195,6 +195,71 @@ def test_daft_inputs_match_the_predictors(volumes: Path, tmp_path: Path) -> None
         np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+def test_resnet3d_fine_tunes_on_volumes_without_tabular_inputs_and_its_checkpoint_reloads(
+        volumes: Path, tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet3d")
+    task = ClassifyTask(volumes, model, torch.device("cpu"), val_fraction=0.34, seed=0, size=(16, 16, 16),
+                        augment="flips")
+    assert task.volume and not task.tabular and task.tab_t is None and task.preprocessing == {}
+    assert task.class_names == ["CN", "MCI", "Dementia"] and task.default_lr == 0.013 and task.weight_decay == 0.0
+    assert ClassifyTask.model_overrides(volumes, get_spec("resnet3d")) == {}  # CN / Dementia: its 3 classes stay
+    x, y = task.batch([0, 1], torch.Generator().manual_seed(3))  # (volume, label): the tabular columns are ignored
+    assert x.shape == (2, 1, 16, 16, 16) and y.tolist() == task.ys_t[:2].tolist()
+    assert torch.equal(x, task.batch([0, 1], torch.Generator().manual_seed(3))[0])
+    model.train()
+    loss = task.loss(model, (x, y))
+    loss.backward()
+    assert np.isfinite(float(loss.detach())) and model.fc.weight.grad is not None
+
+    # random volumes cannot be learnt in 2 epochs: the base model's score is set below any real one so that
+    # the best epoch is promoted; the epochs' scores are the real validation balanced accuracies
+    real, scores = ClassifyTask.evaluate, []
+
+    def evaluate(self: ClassifyTask, model: torch.nn.Module) -> float:
+        scores.append(real(self, model))
+        return scores[-1] if len(scores) > 1 else -1.0
+
+    monkeypatch.setattr(ClassifyTask, "evaluate", evaluate)
+    cfg = FinetuneConfig(dataset=str(volumes), out_dir=str(tmp_path / "run"), model="resnet3d", epochs=2,
+                         batch_size=2, val_fraction=0.34, seed=0, size=(16, 16, 16))
+    events, result = run(cfg)
+    steps = [e.train_loss for e in events if e.kind == "step"]
+    assert len(steps) == 4 and all(np.isfinite(steps)) and len(result.history) == 2
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert result.promoted and result.best_metric == max(scores[1:])
+
+    tuned = create_model("resnet3d", checkpoint=result.version)
+    manifest = tuned.checkpoint_info.manifest
+    assert manifest["class_names"] == ["CN", "MCI", "Dementia"] and tuned.checkpoint_info.trained
+    assert "tabular" not in (manifest["preprocessing"] or {}) and "tabular" not in manifest["extra"]
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    for key, value in tuned.state_dict().items():
+        torch.testing.assert_close(value, best[key], msg=key)
+
+
+def test_resnet3d_inputs_match_the_predictors(volumes: Path) -> None:
+    from napari_medvit.inference.predictor import Predictor
+    from napari_medvit.io import read_image
+
+    torch.manual_seed(0)
+    model = create_model("resnet3d")
+    task = ClassifyTask(volumes, model, torch.device("cpu"), val_fraction=0.34, seed=0, size=None, augment="none")
+    assert tuple(task.xs_v.shape[1:]) == (1, 64, 64, 64)  # the registry's resize3d
+    predictor = Predictor(model, device="cpu")
+    seen = []
+    handle = model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        for case, x in zip(task.val_ids, task.xs_v):
+            image, meta = read_image(volumes / "images" / f"{case}.nii.gz")
+            probs = predictor.predict(image, meta).probabilities
+            torch.testing.assert_close(seen[-1], x[None])  # the very tensor the predictor feeds the model
+            expected = torch.softmax(model(x[None]), dim=-1)[0].detach().numpy()
+            np.testing.assert_allclose(probs, expected, atol=1e-5)
+    finally:
+        handle.remove()
+
+
 def test_a_checkpoint_with_other_classes_gets_a_new_head_and_keeps_the_rest(frames: Path, tmp_path: Path,
                                                                             monkeypatch) -> None:
     from napari_medvit.models import head_prefixes
