@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 PREDICTION_KEY = "medvit_prediction"
 ORIGINAL_KEY = "medvit_original"  # the model's own output, kept beside the layer the user corrects
 CLASS_RESULTS_KEY = "medvit_class_results"  # on an image layer: model name -> its classification (class_result)
+BINARY_MASK_COLOR = "#39ff88"  # the foreground of binary masks: green, visible on endoscopy and MRI
 BOX_STYLE: dict[str, Any] = {  # detection boxes: yellow rectangles labelled with class and score
     "shape_type": "rectangle", "edge_color": "yellow", "face_color": "transparent", "edge_width": 2,
     "text": {"string": "{class} {score:.2f}", "color": "yellow", "anchor": "upper_left", "size": 10},
@@ -88,6 +89,8 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
         if prediction.class_names:  # shown in the status bar on hover
             labels_kwargs["features"] = {"index": list(range(len(prediction.class_names))),
                                          "class": list(prediction.class_names)}
+        if len(prediction.class_names) <= 2:  # binary: one colour that stands out on red mucosa and grey MRI
+            labels_kwargs["colormap"] = {None: "transparent", 0: "transparent", 1: BINARY_MASK_COLOR}
         layers.append((prediction.labels, labels_kwargs, "labels"))
         names = sorted(
             (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),

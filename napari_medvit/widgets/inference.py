@@ -339,10 +339,15 @@ class InferenceWidget(Container):
                                    source_metadata=source.metadata if source is not None else None,
                                    source_name=source.name if source is not None else "")
         self._attention_layers = {}
+        masks = []
         for data, kwargs, layer_type in tuples:
             layer = self._add_or_update(data, kwargs, layer_type)
             if layer_type == "image":
                 self._attention_layers[kwargs["metadata"][PREDICTION_KEY]["map"]] = layer
+            elif layer_type == "labels":
+                masks.append(layer)
+        for mask in masks:  # the mask is drawn over the (additive) attention heatmaps, not under them
+            self.viewer.layers.move(self.viewer.layers.index(mask), len(self.viewer.layers))
         features = getattr(predictor, "tabular_features", ())
         if self.tabular is not None and [f["name"] for f in features] != [f["name"] for f in self.tabular.features]:
             self._update_tabular_panel(features=list(features))  # the checkpoint's own list (e.g. from a .pt)
