@@ -23,6 +23,13 @@ def outputs(viewer):
     return [layer for layer in viewer.layers if PREDICTION_KEY in layer.metadata]
 
 
+def first_mask(viewer):
+    """The first Labels layer a run made (the masks are moved above the attention maps)."""
+    from napari.layers import Labels
+
+    return next(layer for layer in outputs(viewer) if isinstance(layer, Labels))
+
+
 def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) -> None:
     viewer = make_napari_viewer()
     viewer.open_sample("napari-medvit", "endoscopy_polyp")
@@ -63,7 +70,7 @@ def test_outputs_follow_a_scaled_translated_volume(make_napari_viewer, qtbot) ->
     widget = InferenceWidget(viewer)
     widget.run(layer=image, model="transfuse_tiny")
     wait_done(qtbot, widget)
-    mask = outputs(viewer)[0]
+    mask = first_mask(viewer)
     assert mask.data.shape == vol.shape
     np.testing.assert_allclose(mask.scale, image.scale)
     np.testing.assert_allclose(mask.translate, image.translate)
@@ -84,7 +91,7 @@ def test_model_is_kept_between_runs_and_edited_masks_are_never_overwritten(make_
     assert widget.predictor is predictor
     assert len(viewer.layers) == n_layers
 
-    mask = outputs(viewer)[0]
+    mask = first_mask(viewer)
     edited = mask.data.copy()
     edited[:10, :10] = 1 - edited[:10, :10]
     mask.data = edited  # a correction with the brush
@@ -148,7 +155,7 @@ def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, 
     assert len(labels) == 3 and widget.checkpoint.native.isHidden()
     widget.run(layer=image)
     wait_done(qtbot, widget)
-    mask = outputs(viewer)[0]
+    mask = first_mask(viewer)
     assert mask.name == "TransFuse mask"  # trained weights: no [untrained] suffix
     assert mask.metadata[PREDICTION_KEY]["checkpoint"].endswith("tiny_demo.safetensors")
     widget.model.value = "transfuse_s"
@@ -188,7 +195,7 @@ def test_plugins_menu_run_transfuse_starts_by_itself(make_napari_viewer, qtbot) 
     assert widget.model.value == "transfuse_s"
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 4, timeout=120_000)
     wait_done(qtbot, widget)
-    assert outputs(viewer)[0].data.shape == (96, 128)
+    assert first_mask(viewer).data.shape == (96, 128)
 
 
 def test_crossvit_shows_probabilities_and_cls_attention_per_head(make_napari_viewer, qtbot) -> None:
@@ -420,3 +427,19 @@ def test_daft_panel_follows_the_checkpoint_feature_list(make_napari_viewer, qtbo
     assert list(widget.tabular.fields) == ["age", "MMSE"]
     assert [name for name, _ in widget.chart.items] and {n for n, _ in widget.chart.items} == {"stable", "converter"}
     np.testing.assert_allclose(widget.last_prediction.extras["tabular"], [(81.0 - 70.0) / 8.0, 27.0, 0.0])
+
+
+def test_a_runs_mask_is_drawn_above_its_attention_maps(make_napari_viewer, qtbot) -> None:
+    from napari.layers import Image as ImageLayer
+    from napari.layers import Labels
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(4).integers(0, 255, (64, 80, 3), dtype=np.uint8), rgb=True)
+    widget = InferenceWidget(viewer, model="transfuse_tiny")
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    mask = first_mask(viewer)
+    maps = [layer for layer in outputs(viewer) if isinstance(layer, ImageLayer)]
+    assert maps and all(names.index(mask.name) > names.index(m.name) for m in maps)  # later = drawn on top
+    assert isinstance(mask, Labels) and tuple(mask.colormap.map(np.array([1]))[0][:3]) != (0.0, 0.0, 0.0)
