@@ -3,7 +3,8 @@
 ``finetune(cfg)`` yields :class:`Event` objects (``baseline``, ``step``, ``epoch`` with train loss
 and the validation metric, ``checkpoint`` with its path) and returns a :class:`FinetuneResult`.
 The task kind (see :mod:`napari_medvit.training.tasks`) follows from the model: 2D/3D
-segmentation, classification (CrossViT, timm baselines, DAFT with tabular rows) or detection
+segmentation, classification (CrossViT, timm baselines, DAFT with tabular rows and its image-only 3D
+ResNet) or detection
 (SMCA-DETR); each brings its paper's loss, optimiser and validation metric. The steps:
 
 1. the export folder's cases are split into training and validation with a fixed seed

@@ -16,7 +16,8 @@ model task                export layout                   module
 segment, 2D (TransFuse)   dataset.json + PNG imagesTr     :mod:`napari_medvit.training.seg2d`
 segment, 3D (MONAI nets)  dataset.json + NIfTI imagesTr   :mod:`napari_medvit.training.seg3d`
 classify (CrossViT, timm, labels.csv + images/            :mod:`napari_medvit.training.classify`
-DAFT with tabular rows)
+DAFT with tabular rows,
+its image-only 3D ResNet)
 detect (SMCA-DETR)        annotations.json (COCO)         :mod:`napari_medvit.training.detection`
 ========================  ==============================  ==========================================
 """
