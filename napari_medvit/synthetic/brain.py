@@ -128,6 +128,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+
 __all__ = [
     "BrainCase",
     "brain_template",
@@ -184,14 +186,6 @@ class BrainCase:
 
 # --------------------------------------------------------------------------------------------
 # argument checks
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return int(seed)
 
 
 def _check_spacing(spacing: Any) -> float:
@@ -723,7 +717,7 @@ def _rician(rng: np.random.Generator, img: np.ndarray, sigma: float) -> np.ndarr
 
 
 def _synthesize(seed: int, spacing: float, n_lesions: int | None) -> tuple[BrainCase, dict[str, np.ndarray]]:
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     spacing = _check_spacing(spacing)
     n_lesions = _check_n_lesions(n_lesions)
     at = _atlas()
@@ -854,10 +848,6 @@ def generate_brain_case(seed: int, *, spacing: float = 2.0, n_lesions: int | Non
 
 def generate_brain_dataset(n: int, seed: int = 0, *, spacing: float = 2.0) -> list[BrainCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    seed = _check_seed(seed)
+    seeds = derived_seeds(n, seed)
     spacing = _check_spacing(spacing)
-    rng = np.random.default_rng(seed)
-    seeds = rng.choice(2**31 - 1, size=int(n), replace=False) if n else np.empty(0, np.int64)
-    return [generate_brain_case(int(s), spacing=spacing) for s in seeds]
+    return [generate_brain_case(s, spacing=spacing) for s in seeds]

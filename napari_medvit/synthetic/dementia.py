@@ -94,6 +94,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+
 __all__ = [
     "CLASSES",
     "TABULAR_FEATURES",
@@ -180,14 +182,6 @@ class DementiaCase:
 
 # --------------------------------------------------------------------------------------------
 # input checks
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return int(seed)
 
 
 def _check_shape(shape: Any) -> tuple[int, int, int]:
@@ -459,7 +453,7 @@ def generate_dementia_case(seed: int, *, shape: tuple[int, int, int] = (64, 64, 
     The label, the tabular row and the latent variables depend on ``seed`` only (not on
     ``shape``). See the module docstring for the generative model and its ranges.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     shape = _check_shape(shape)
     rng = np.random.default_rng(seed)
     params, values, label = _draw_subject(rng)
@@ -472,10 +466,6 @@ def generate_dementia_case(seed: int, *, shape: tuple[int, int, int] = (64, 64, 
 def generate_dementia_dataset(n: int, seed: int = 0, *,
                               shape: tuple[int, int, int] = (64, 64, 64)) -> list[DementiaCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    seed = _check_seed(seed)
+    seeds = derived_seeds(n, seed)
     shape = _check_shape(shape)
-    rng = np.random.default_rng(seed)
-    seeds = rng.choice(2**31 - 1, size=int(n), replace=False) if n else np.empty(0, np.int64)
-    return [generate_dementia_case(int(s), shape=shape) for s in seeds]
+    return [generate_dementia_case(s, shape=shape) for s in seeds]

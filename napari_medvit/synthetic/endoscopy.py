@@ -60,6 +60,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+
 __all__ = [
     "EndoscopyFrame",
     "generate_endoscopy_frame",
@@ -109,14 +111,6 @@ def _check_shape(shape: Any) -> tuple[int, int]:
     if not (_MIN_SIDE <= h <= _MAX_SIDE and _MIN_SIDE <= w <= _MAX_SIDE):
         raise ValueError(f"shape sides must lie in [{_MIN_SIDE}, {_MAX_SIDE}] pixels, got {(h, w)}")
     return h, w
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return int(seed)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
@@ -306,7 +300,7 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
     ``n_polyps=None`` draws the count from 0..3 with the seed. See the module docstring for the
     scene model and the ranges of its parameters.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     h, w = _check_shape(shape)
     if n_polyps is not None:
         if isinstance(n_polyps, bool) or not isinstance(n_polyps, (int, np.integer)):
@@ -546,10 +540,6 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
 
 def generate_endoscopy_dataset(n: int, seed: int = 0, shape: tuple[int, int] = (288, 384)) -> list[EndoscopyFrame]:
     """``n`` frames with distinct seeds derived from ``seed`` (each frame records its own seed)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    seed = _check_seed(seed)
+    seeds = derived_seeds(n, seed)
     _check_shape(shape)
-    rng = np.random.default_rng(seed)
-    seeds = rng.choice(2**31 - 1, size=int(n), replace=False) if n else np.empty(0, np.int64)
-    return [generate_endoscopy_frame(int(s), shape) for s in seeds]
+    return [generate_endoscopy_frame(s, shape) for s in seeds]
