@@ -98,14 +98,32 @@ class DAFTBlock(ResBlock):
         return self.forward_with_affine(x, tabular)[0]
 
 
-class DAFT(nn.Module):
+class _Trunk3D(nn.Module):
+    """conv1, pool1 and blocks 1-3 of DAFT's 3D ResNet: the image-only part that DAFT and its
+    image-only baseline share (same modules, same state_dict keys)."""
+
+    def __init__(self, in_channels: int, n_basefilters: int, bn_momentum: float) -> None:
+        super().__init__()
+        f = n_basefilters
+        self.conv1 = ConvBnReLU(in_channels, f, bn_momentum=bn_momentum)
+        self.pool1 = nn.MaxPool3d(2, stride=2)
+        self.block1 = ResBlock(f, f, bn_momentum=bn_momentum)
+        self.block2 = ResBlock(f, 2 * f, bn_momentum=bn_momentum, stride=2)
+        self.block3 = ResBlock(2 * f, 4 * f, bn_momentum=bn_momentum, stride=2)
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Everything before the last block: depends on the image only."""
+        return self.block3(self.block2(self.block1(self.pool1(self.conv1(image)))))
+
+
+class DAFT(_Trunk3D):
     def __init__(self, in_channels: int = 1, n_outputs: int = 3, n_tabular: int = 14, n_basefilters: int = 4,
                  bn_momentum: float = 0.1, bottleneck_factor: float = 7.0) -> None:
-        super().__init__()
         bottleneck = int((4 * n_basefilters + n_tabular) / bottleneck_factor)
         if bottleneck < 1:
             raise ValueError(f"DAFT: bottleneck dimension {bottleneck} < 1 (n_tabular {n_tabular}, "
                              f"n_basefilters {n_basefilters}, factor {bottleneck_factor})")
+        super().__init__(in_channels, n_basefilters, bn_momentum)
         self.config: dict[str, Any] = {"in_channels": in_channels, "n_outputs": n_outputs, "n_tabular": n_tabular,
                                        "n_basefilters": n_basefilters, "bn_momentum": bn_momentum,
                                        "bottleneck_factor": bottleneck_factor}
@@ -113,18 +131,9 @@ class DAFT(nn.Module):
         self.num_classes = n_outputs
         self.head_prefixes = ("fc",)  # the class head (create_model(new_head=True) re-initialises it)
         f = n_basefilters
-        self.conv1 = ConvBnReLU(in_channels, f, bn_momentum=bn_momentum)
-        self.pool1 = nn.MaxPool3d(2, stride=2)
-        self.block1 = ResBlock(f, f, bn_momentum=bn_momentum)
-        self.block2 = ResBlock(f, 2 * f, bn_momentum=bn_momentum, stride=2)
-        self.block3 = ResBlock(2 * f, 4 * f, bn_momentum=bn_momentum, stride=2)
         self.blockX = DAFTBlock(4 * f, 8 * f, n_tabular, bottleneck, bn_momentum=bn_momentum)
         self.global_pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(8 * f, n_outputs)
-
-    def image_features(self, image: torch.Tensor) -> torch.Tensor:
-        """Everything before the DAFT block: depends on the image only."""
-        return self.block3(self.block2(self.block1(self.pool1(self.conv1(image)))))
 
     def forward_from_features(self, features: torch.Tensor, tabular: torch.Tensor) -> dict[str, torch.Tensor]:
         if tabular.ndim != 2 or tabular.shape[1] != self.n_tabular:
@@ -139,32 +148,26 @@ class DAFT(nn.Module):
         return self.forward_all(image, tabular)["logits"]
 
 
-class ResNet3D(nn.Module):
+class ResNet3D(_Trunk3D):
     """DAFT's image-only baseline: DAFT's 3D ResNet with an ordinary ResBlock in place of the DAFT block."""
 
     def __init__(self, in_channels: int = 1, n_outputs: int = 3, n_basefilters: int = 4,
                  bn_momentum: float = 0.1) -> None:
-        super().__init__()
         if n_basefilters < 1 or n_outputs < 1 or in_channels < 1:
             raise ValueError(f"ResNet3D: in_channels ({in_channels}), n_outputs ({n_outputs}) and n_basefilters "
                              f"({n_basefilters}) must be >= 1")
+        super().__init__(in_channels, n_basefilters, bn_momentum)
         self.config: dict[str, Any] = {"in_channels": in_channels, "n_outputs": n_outputs,
                                        "n_basefilters": n_basefilters, "bn_momentum": bn_momentum}
         self.num_classes = n_outputs
         self.head_prefixes = ("fc",)  # the class head (create_model(new_head=True) re-initialises it)
         f = n_basefilters
-        self.conv1 = ConvBnReLU(in_channels, f, bn_momentum=bn_momentum)
-        self.pool1 = nn.MaxPool3d(2, stride=2)
-        self.block1 = ResBlock(f, f, bn_momentum=bn_momentum)
-        self.block2 = ResBlock(f, 2 * f, bn_momentum=bn_momentum, stride=2)
-        self.block3 = ResBlock(2 * f, 4 * f, bn_momentum=bn_momentum, stride=2)
         self.blockX = ResBlock(4 * f, 8 * f, bn_momentum=bn_momentum, stride=2)
         self.global_pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(8 * f, n_outputs)
 
     def forward_all(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.block3(self.block2(self.block1(self.pool1(self.conv1(image)))))
-        return {"logits": self.fc(self.global_pool(self.blockX(out)).flatten(1))}
+        return {"logits": self.fc(self.global_pool(self.blockX(self.image_features(image))).flatten(1))}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_all(image)["logits"]
