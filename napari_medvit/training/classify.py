@@ -62,7 +62,13 @@ import torch.nn.functional as F
 
 from napari_medvit.io import read_image
 from napari_medvit.training.augment import augment_2d
-from napari_medvit.training.tasks import Task, split
+from napari_medvit.training.tasks import (  # noqa: F401  (class_names_for: public here too)
+    Task,
+    base_class_names,
+    class_count_override,
+    class_names_for,
+    split,
+)
 from napari_medvit.transforms import scale_to_unit, tabular_names, tabular_vector
 
 RESERVED_COLUMNS = ("case_id", "label", "image", "provenance")
@@ -114,22 +120,6 @@ def read_labels(dataset: str | Path) -> list[dict[str, str]]:
     if len(rows) < 2:
         raise ValueError(f"{path}: {len(rows)} case(s); fine-tuning needs at least 2 (training and validation)")
     return rows
-
-
-def class_names_for(labels: Sequence[str], base_names: Sequence[str]) -> list[str]:
-    """The base model's names when they hold every label (their order kept), else the sorted labels."""
-    present = sorted(set(labels))
-    if base_names and set(present) <= set(base_names):
-        return list(base_names)
-    return present
-
-
-def _base_class_names(model: torch.nn.Module) -> list[str]:
-    info = getattr(model, "checkpoint_info", None)
-    if info is not None and info.new_head:  # a fresh head: the data's classes define it
-        return []
-    manifest = (info.manifest or {}) if info is not None else {}
-    return list(manifest.get("class_names") or model.medvit_spec.class_names)
 
 
 def tabular_features(model: torch.nn.Module) -> tuple[dict[str, Any], ...]:
@@ -240,7 +230,7 @@ class ClassifyTask(Task):
         self.family = spec.family
         self.tabular = "tabular" in spec.preprocessing
         self.volume = spec.dims == 3
-        self.class_names = class_names_for([r["label"] for r in rows], _base_class_names(model))
+        self.class_names = class_names_for([r["label"] for r in rows], base_class_names(model))
         n_out = getattr(model, "num_classes", None)
         if n_out is not None and int(n_out) != len(self.class_names):
             raise ValueError(f"{spec.name} has {n_out} outputs but the data defines {len(self.class_names)} classes "
@@ -287,11 +277,8 @@ class ClassifyTask(Task):
         """The number of outputs the data needs, unless the base model's class names (``base_names``,
         default the registry's) already hold every label (then the factory's default, or a
         checkpoint's own configuration, decides)."""
-        base = list(base_names or spec.class_names)
-        names = class_names_for([r["label"] for r in read_labels(dataset)], base)
-        if base and names == base:
-            return {}
-        return {N_CLASSES_ARG.get(spec.family, "num_classes"): len(names)}
+        return class_count_override([r["label"] for r in read_labels(dataset)], spec, base_names,
+                                    N_CLASSES_ARG.get(spec.family, "num_classes"))
 
     def _tensors(self, rows: list[dict[str, str]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                             torch.Tensor]:

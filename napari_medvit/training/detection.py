@@ -56,7 +56,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from napari_medvit.io import read_image
 from napari_medvit.training.augment import intensity
-from napari_medvit.training.tasks import Task, call, split
+from napari_medvit.training.tasks import Task, base_class_names, call, class_count_override, class_names_for, split
 from napari_medvit.transforms import scale_to_unit
 
 ALPHA, GAMMA = 0.25, 2.0
@@ -304,14 +304,6 @@ def average_precision_50(preds: Sequence[dict[str, np.ndarray]], truths: Sequenc
 
 # -- the task --------------------------------------------------------------------------------------
 
-def _base_class_names(model: torch.nn.Module) -> list[str]:
-    info = getattr(model, "checkpoint_info", None)
-    if info is not None and info.new_head:  # a fresh head: the data's classes define it
-        return []
-    manifest = (info.manifest or {}) if info is not None else {}
-    return list(manifest.get("class_names") or model.medvit_spec.class_names)
-
-
 class DetectTask(Task):
     metric = "AP50"
     default_lr = 1e-4
@@ -321,11 +313,9 @@ class DetectTask(Task):
 
     def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *, val_fraction: float,
                  seed: int, size: tuple[int, ...] | None, augment: str) -> None:
-        from napari_medvit.training.classify import class_names_for
-
         super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
         categories, records = read_coco(dataset)
-        self.class_names = class_names_for(categories, _base_class_names(model))
+        self.class_names = class_names_for(categories, base_class_names(model))
         n_model = getattr(model, "num_classes", None)
         if n_model is not None and int(n_model) != len(self.class_names):
             raise ValueError(f"{self.spec.name} detects {n_model} classes but the data defines {len(self.class_names)} "
@@ -363,13 +353,7 @@ class DetectTask(Task):
     def model_overrides(cls, dataset: str | Path, spec: Any, base_names: Sequence[str] = ()) -> dict[str, Any]:
         """``num_classes`` when the data's categories are not all among the base model's class names
         (``base_names``, default the registry's)."""
-        from napari_medvit.training.classify import class_names_for
-
-        base = list(base_names or spec.class_names)
-        names = class_names_for(read_coco(dataset)[0], base)
-        if base and names == base:
-            return {}
-        return {"num_classes": len(names)}
+        return class_count_override(read_coco(dataset)[0], spec, base_names, "num_classes")
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         return augment_boxes(self.xs_t[idx], [self.targets_t[i] for i in idx], gen, self.augment)

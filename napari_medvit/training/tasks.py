@@ -51,6 +51,34 @@ def split(case_ids: list[str], val_fraction: float, seed: int) -> tuple[list[int
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
+def class_names_for(labels: Sequence[str], base_names: Sequence[str]) -> list[str]:
+    """The base model's names when they hold every label (their order kept), else the sorted labels."""
+    present = sorted(set(labels))
+    if base_names and set(present) <= set(base_names):
+        return list(base_names)
+    return present
+
+
+def base_class_names(model: torch.nn.Module) -> list[str]:
+    """The class names of a model's head: its checkpoint manifest's, else the registry's; none for a
+    freshly initialised head (``create_model(new_head=True)``: the data's classes define it)."""
+    info = getattr(model, "checkpoint_info", None)
+    if info is not None and info.new_head:
+        return []
+    manifest = (info.manifest or {}) if info is not None else {}
+    return list(manifest.get("class_names") or model.medvit_spec.class_names)
+
+
+def class_count_override(labels: Sequence[str], spec: Any, base_names: Sequence[str], arg: str) -> dict[str, Any]:
+    """``{arg: number of classes}`` unless the base names (default the registry's) already hold every
+    label; then nothing (the factory's default, or a checkpoint's own configuration, decides)."""
+    base = list(base_names or spec.class_names)
+    names = class_names_for(labels, base)
+    if base and names == base:
+        return {}
+    return {arg: len(names)}
+
+
 class Task:
     """Base class; see the module docstring. Subclasses set ``metric`` and fill the id lists."""
 
