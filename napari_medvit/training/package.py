@@ -10,7 +10,6 @@ weights, i.e. on exactly what a user loads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,14 @@ def evaluate_folder(dataset: str | Path, model: torch.nn.Module, *, device: str 
 
 
 def _version(run_or_checkpoint: str | Path) -> Path:
+    from napari_medvit.training.finetune import active_checkpoint
+
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        active = path / "active.json"
-        if not active.is_file():
+        active = active_checkpoint(path)
+        if active is None:
             raise ValueError(f"{path}: no active.json — the run promoted no version (nothing beat the base model)")
-        return Path(json.loads(active.read_text())["active"])
+        return Path(active)
     if not path.is_file():
         raise ValueError(f"{path}: no such run folder or checkpoint")
     return path
