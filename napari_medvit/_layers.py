@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 PREDICTION_KEY = "medvit_prediction"
 ORIGINAL_KEY = "medvit_original"  # the model's own output, kept beside the layer the user corrects
 CLASS_RESULTS_KEY = "medvit_class_results"  # on an image layer: model name -> its classification (class_result)
+TABULAR_KEY = "medvit_tabular"  # on an image layer: the subject's tabular row (DAFT's inputs), name -> value
 BINARY_MASK_COLOR = "#39ff88"  # the foreground of binary masks: green, visible on endoscopy and MRI
 BOX_STYLE: dict[str, Any] = {  # detection boxes: yellow rectangles labelled with class and score
     "shape_type": "rectangle", "edge_color": "yellow", "face_color": "transparent", "edge_width": 2,

@@ -97,7 +97,7 @@ def _finetune(args: argparse.Namespace) -> int:
                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
                          seed=args.seed, size=tuple(args.size) if args.size else None, patience=args.patience,
                          augment=args.augment, device=args.device, precision=args.precision, resume=args.resume,
-                         config_overrides=_parse_config(args.config))
+                         max_minutes=args.max_minutes, config_overrides=_parse_config(args.config))
     main = env_rank() == 0  # under torchrun only rank 0 prints (the others yield no events)
     gen = finetune(cfg)
     while True:
@@ -348,7 +348,7 @@ def _synth(args: argparse.Namespace) -> int:
         options["spacing"] = args.spacing
     if args.shape and args.kind != "endoscopy":
         raise ValueError("--shape applies to the endoscopy dataset only")
-    summary = write_synthetic(args.kind, args.out, args.n, args.seed, **options)
+    summary = write_synthetic(args.kind, args.out, args.n, args.seed, workers=args.workers, **options)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -370,7 +370,7 @@ def _package(args: argparse.Namespace) -> int:
     from napari_medvit.training.package import package
 
     test = package(args.run, args.test, args.to, fp16=not args.fp32, description=args.description or "",
-                   device=args.device)
+                   device=args.device, check_fraction=args.check_fraction)
     print(json.dumps(test, indent=1))
     print(f"wrote {args.to}: test {test['metric']} {test['value']:.3f} on {test['cases']} case(s)")
     return 0
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", choices=DEVICES)
     f.add_argument("--precision", default="fp32", choices=PRECISIONS)
     f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
+    f.add_argument("--max-minutes", type=float, default=None,
+                   help="time budget: stop after the epoch that ends past this many minutes of training")
     f.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="model configuration override (repeatable; VALUE as JSON), e.g. channels=[8,16]")
     f.set_defaults(func=_finetune)
@@ -435,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")
     y.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
     y.add_argument("--spacing", type=float, default=None, help="voxel size in mm (brain; default 2.0)")
+    y.add_argument("--workers", type=int, default=1, help="generate the cases in this many processes (same data)")
     y.set_defaults(func=_synth)
     v = sub.add_parser("evaluate", help="score a model on every case of an export folder (the task's metric)")
     v.add_argument("dataset", help="export folder")
@@ -450,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage)")
     k.add_argument("--description", default=None, help="the manifest's one-line description (shown in the viewer)")
     k.add_argument("--device", default="cpu", choices=DEVICES)
+    k.add_argument("--check-fraction", type=float, default=None,
+                   help="also record the metric on this fixed share of the test cases (for quick re-checks)")
     k.set_defaults(func=_package)
     m = sub.add_parser("models", help="list the registered models")
     m.set_defaults(func=_models)

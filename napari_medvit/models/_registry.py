@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,6 +112,10 @@ _CROSSVIT_VARIANTS = (
     "crossvit_15_dagger_408", "crossvit_18_dagger_408",
 )
 _MODELS.update({v: _crossvit(v) for v in _CROSSVIT_VARIANTS})
+_MODELS["crossvit_demo"] = _crossvit(
+    "crossvit_9_240", name="crossvit_demo", display="CrossViT (demo config)", tags=("demo",),
+    embed_dim=[96, 192], depth=[[1, 2, 0], [1, 2, 0], [1, 2, 0]], num_heads=[3, 3], mlp_ratio=[3, 3, 1],
+)
 _MODELS["crossvit_tiny_test"] = _crossvit(
     "crossvit_9_240", name="crossvit_tiny_test", display="CrossViT (tiny test config)", tags=("test",),
     embed_dim=[32, 64], depth=[[1, 1, 0], [1, 1, 0], [1, 1, 0]], num_heads=[2, 2], mlp_ratio=[2, 2, 1],
@@ -194,6 +198,10 @@ _MODELS.update({s.name: s for s in (
     _smca("smca_detr_r50", "smca_detr_r50", "SMCA-DETR R50",
           "single-scale SMCA-DETR, ResNet-50, dynamic scale type3, 300 queries, 91 classes; 41.8 M parameters",
           tuple(f"class {i}" for i in range(91))),
+    _smca("smca_detr_demo", "smca_detr_demo", "SMCA-DETR (demo config)",
+          "DEMO configuration, smaller than the paper's: ResNet-18 with trainable batch norm, width 128, 3+3 "
+          "layers, 20 queries, 1 class (polyp), 192x256; its bundled weights are trained on synthetic frames only",
+          ("polyp",), tags=("demo",), size=(192, 256)),
     _smca("smca_detr_tiny", "smca_detr_tiny", "SMCA-DETR (tiny test config)",
           "ResNet-18, width 32, 2+2 layers, 10 queries, 2 classes: for tests, not from the paper",
           ("polyp", "other"), tags=("test",), size=(128, 160)),
@@ -261,6 +269,36 @@ _MODELS["truenet"] = ModelSpec(
     paper="Sundaresan et al., Triplanar ensemble U-Net model for white matter hyperintensities segmentation, "
           "Medical Image Analysis 2021",
     short_name="TrUE-Net",
+)
+_DEMO_WMH = ("DEMO configuration, smaller than the paper's, FLAIR + T1 -> WMH on 64^3 windows; its bundled weights "
+             "are trained on synthetic MNI152-based volumes only")
+_MODELS.update({s.name: s for s in (
+    _monai3d("swin_unetr_demo", "swin_unetr", "Swin-UNETR (demo config)",
+             f"{_DEMO_WMH}: MONAI SwinUNETR with feature size 12, 4.1 M parameters", _MODELS["swin_unetr"].paper,
+             tags=("demo",), roi=(64, 64, 64), class_names=WMH_CLASSES, in_chans=2, short_name="Swin-UNETR",
+             in_channels=2, out_channels=2, feature_size=12),
+    _monai3d("unetr_demo", "unetr", "UNETR (demo config)",
+             f"{_DEMO_WMH}: MONAI UNETR with hidden size 96 (4 heads, MLP 384), feature size 8, 2.8 M parameters",
+             _MODELS["unetr"].paper, tags=("demo",), roi=(64, 64, 64), class_names=WMH_CLASSES, in_chans=2,
+             short_name="UNETR", in_channels=2, out_channels=2, img_size=(64, 64, 64), feature_size=8,
+             hidden_size=96, mlp_dim=384, num_heads=4),
+    _monai3d("vosht_demo", "swin_unetr", "VoSHT approximation (demo config)",
+             f"{_DEMO_WMH}: the VoSHT APPROXIMATION (MONAI SwinUNETR over FLAIR + T1) at feature size 12 instead "
+             "of 24, 4.1 M parameters", _MODELS["vosht"].paper, tags=("demo",), roi=(64, 64, 64),
+             class_names=WMH_CLASSES, in_chans=2, short_name="VoSHT-approx.", in_channels=2, out_channels=2,
+             feature_size=12),
+    _monai3d("unet_demo", "unet", "U-Net 3D (demo config)",
+             f"{_DEMO_WMH}: the CNN baseline, MONAI residual U-Net 3D at half the channels (8-128), 1.2 M parameters",
+             "Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)", tags=("demo",), roi=(64, 64, 64),
+             class_names=WMH_CLASSES, in_chans=2, short_name="U-Net", spatial_dims=3, in_channels=2, out_channels=2,
+             channels=(8, 16, 32, 64, 128)),
+)})
+_MODELS["truenet_demo"] = replace(
+    _MODELS["truenet"], name="truenet_demo", display_name="TrUE-Net (demo config)", tags=("demo",),
+    description="DEMO configuration, 3/8 of the official width (init_channels 24 instead of 64), 3.6 M parameters: "
+                "the triplanar ensemble of 2D U-Nets, FLAIR + T1 -> WMH; its bundled weights are trained on "
+                "synthetic MNI152-based volumes only",
+    factory_args={"init_channels": 24},
 )
 _MODELS["unet2d"] = ModelSpec(
     name="unet2d", module="napari_medvit.models.monai_nets", factory="unet", family="monai2d", task="segment", dims=2,

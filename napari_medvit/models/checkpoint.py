@@ -71,16 +71,29 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _compact_int(t: torch.Tensor) -> torch.Tensor:
+    """An integer tensor in the smallest of int8/int16/int32 that holds its values (others unchanged)."""
+    if t.dtype not in (torch.int32, torch.int64) or t.numel() == 0:
+        return t
+    lo, hi = int(t.min()), int(t.max())
+    for small in (torch.int8, torch.int16, torch.int32):
+        info = torch.iinfo(small)
+        if info.min <= lo and hi <= info.max:
+            return t.to(small)
+    return t
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], manifest: Manifest, *,
                     dtype: torch.dtype | None = None) -> Path:
     """Write weights + manifest atomically (.safetensors or .pt/.pth). Returns the path.
 
     ``dtype`` (e.g. ``torch.float16``): store the floating-point tensors in that type (half the
-    size; loading casts them back to the model's type); integer buffers are kept as they are."""
+    size) and the integer buffers (e.g. Swin's relative-position indices) in the smallest signed integer
+    type that holds their values; loading casts both back to the model's types."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: v.to(dtype) if v.is_floating_point() else _compact_int(v) for k, v in state.items()}
     manifest.weights_sha256 = weights_digest(state)
     if not manifest.plugin_version:
         from napari_medvit import __version__

@@ -322,3 +322,13 @@ def smca_detr_tiny(**kwargs: Any) -> SMCADETR:
                dim_feedforward=64, backbone="resnet18")
     cfg.update(kwargs)
     return SMCADETR(**cfg)
+
+
+def smca_detr_demo(**kwargs: Any) -> SMCADETR:
+    """The demo configuration (not from the paper): ResNet-18 with trainable batch norm (the weights start
+    untrained: frozen statistics of random weights would not train), width 128, 8 heads, 3+3 layers, FFN 512,
+    20 queries, 1 class; 12.7 M parameters."""
+    cfg = dict(num_classes=1, num_queries=20, d_model=128, nhead=8, num_encoder_layers=3, num_decoder_layers=3,
+               dim_feedforward=512, backbone="resnet18", frozen_bn=False)
+    cfg.update(kwargs)
+    return SMCADETR(**cfg)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,3 +23,23 @@ def derived_seeds(n: Any, seed: Any) -> list[int]:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     rng = np.random.default_rng(check_seed(seed))
     return [int(s) for s in rng.choice(2**31 - 1, size=int(n), replace=False)] if n else []
+
+
+T = TypeVar("T")
+
+
+def map_cases(fn: Callable[[int], T], seeds: list[int], workers: Any = 1) -> list[T]:
+    """``[fn(s) for s in seeds]``, in ``workers`` processes when more than one (same results, same order:
+    every case depends on its seed only). ``fn`` must be picklable (a module-level function or a
+    ``functools.partial`` of one); the processes are spawned, never forked, so that a caller holding
+    Qt or CUDA state is safe."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers == 1 or len(seeds) < 2:
+        return [fn(s) for s in seeds]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(int(workers), len(seeds)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, seeds, chunksize=max(1, len(seeds) // (4 * int(workers)))))

@@ -122,13 +122,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
 
 __all__ = [
     "BrainCase",
@@ -846,8 +847,8 @@ def generate_brain_case(seed: int, *, spacing: float = 2.0, n_lesions: int | Non
     return _synthesize(seed, spacing, n_lesions)[0]
 
 
-def generate_brain_dataset(n: int, seed: int = 0, *, spacing: float = 2.0) -> list[BrainCase]:
+def generate_brain_dataset(n: int, seed: int = 0, *, spacing: float = 2.0, workers: int = 1) -> list[BrainCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
     seeds = derived_seeds(n, seed)
     spacing = _check_spacing(spacing)
-    return [generate_brain_case(s, spacing=spacing) for s in seeds]
+    return map_cases(partial(generate_brain_case, spacing=spacing), seeds, workers)

@@ -88,13 +88,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
 
 __all__ = [
     "CLASSES",
@@ -464,8 +465,8 @@ def generate_dementia_case(seed: int, *, shape: tuple[int, int, int] = (64, 64, 
 
 
 def generate_dementia_dataset(n: int, seed: int = 0, *,
-                              shape: tuple[int, int, int] = (64, 64, 64)) -> list[DementiaCase]:
+                              shape: tuple[int, int, int] = (64, 64, 64), workers: int = 1) -> list[DementiaCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
     seeds = derived_seeds(n, seed)
     shape = _check_shape(shape)
-    return [generate_dementia_case(s, shape=shape) for s in seeds]
+    return map_cases(partial(generate_dementia_case, shape=shape), seeds, workers)

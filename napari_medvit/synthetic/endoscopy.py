@@ -55,12 +55,13 @@ coordinates with ``y1``/``x1`` exclusive (the ``bbox`` convention of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
 
 __all__ = [
     "EndoscopyFrame",
@@ -538,8 +539,9 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
     return EndoscopyFrame(image=out, mask=mask, boxes=box_arr, present=bool(n > 0), seed=seed, params=params)
 
 
-def generate_endoscopy_dataset(n: int, seed: int = 0, shape: tuple[int, int] = (288, 384)) -> list[EndoscopyFrame]:
+def generate_endoscopy_dataset(n: int, seed: int = 0, shape: tuple[int, int] = (288, 384),
+                               workers: int = 1) -> list[EndoscopyFrame]:
     """``n`` frames with distinct seeds derived from ``seed`` (each frame records its own seed)."""
     seeds = derived_seeds(n, seed)
     _check_shape(shape)
-    return [generate_endoscopy_frame(s, shape) for s in seeds]
+    return map_cases(partial(generate_endoscopy_frame, shape=tuple(shape)), seeds, workers)

@@ -11,9 +11,11 @@ ResNet) or detection
    (``val_fraction``);
 2. the base model (registry name + optional checkpoint) is scored on the validation cases first;
 3. each epoch trains (mixed precision with ``precision`` "bf16"/"fp16"), scores the validation
-   cases, and writes ``epoch_NNN.pt`` atomically (weights, optimiser state, history) so that an
-   interrupted run resumes (``resume=True``);
-4. early stopping after ``patience`` epochs without improvement;
+   cases, and writes ``epoch_NNN.pt`` atomically (weights, optimiser state, history; the previous
+   epoch's file is removed) so that an interrupted run resumes (``resume=True``), and ``history.json``
+   (the curves: train loss and validation metric per epoch);
+4. early stopping after ``patience`` epochs without improvement, or after the epoch that ends past
+   ``max_minutes`` of training (a time budget; the result and the manifest say so);
 5. promotion: the best epoch becomes ``versions/vN.safetensors`` (with a manifest: base checkpoint
    sha256, data summary, both metric figures) and ``active.json`` points at it only if it beats
    the base on the same validation cases; otherwise the base stays active and the result says
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +67,7 @@ class FinetuneConfig:
     device: str = "cpu"
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (fp16 on CUDA only)
     resume: bool = False
+    max_minutes: float | None = None  # stop after the epoch that ends past this much training time
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,6 +114,8 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
     """
     from napari_medvit.training import distributed
 
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise ValueError(f"max_minutes must be positive, got {cfg.max_minutes}")
     ctx = distributed.setup(resolve_device(cfg.device))
     try:
         result = yield from _finetune(cfg, ctx)
@@ -165,6 +171,8 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
     # permutation's generator is the same on every rank, the augmentation's differs per rank
     aug_gen = gen if ctx.world_size == 1 else torch.Generator().manual_seed(
         cfg.seed + start + 1_000_003 * (ctx.rank + 1))
+    started = time.monotonic()
+    timed_out = False
     for epoch in range(start, cfg.epochs + 1):
         trained.train()
         order = torch.randperm(task.n_train, generator=gen).tolist()
@@ -203,32 +211,43 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
         if main:
             payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
             atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
+            for old in out.glob("epoch_*.pt"):  # resuming needs the last one only (weights + optimiser: large)
+                if old != ckpt:
+                    old.unlink(missing_ok=True)
+            atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(
+                {"model": cfg.model, "metric": metric, "base_val_metric": base_metric, "epochs": history}, indent=1)))
             if improved:
                 atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
             yield Event("epoch", epoch, train_loss=history[-1]["train_loss"], val_metric=val, metric=metric)
             yield Event("checkpoint", epoch, path=str(ckpt), metric=metric)
         if epoch - int(best["epoch"]) >= cfg.patience:
             break
+        if cfg.max_minutes is not None and epoch < cfg.epochs:  # rank 0's clock decides, so all ranks stop together
+            timed_out = ctx.broadcast_float(float(time.monotonic() - started > 60 * cfg.max_minutes)) > 0.5
+            if timed_out:
+                break
 
     best_metric = float(best["val_metric"]) if best else base_metric
     n_val = len(task.val_ids)
+    stopped = (f" (time budget of {cfg.max_minutes:g} min reached after epoch {history[-1]['epoch']} of "
+               f"{cfg.epochs})") if timed_out else ""
     if best is None or not best_metric > base_metric:
         return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
                               f"not promoted: validation {metric} {best_metric:.3f} does not beat the base model's "
-                              f"{base_metric:.3f} on the same {n_val} case(s); the base stays active", history)
+                              f"{base_metric:.3f} on the same {n_val} case(s); the base stays active{stopped}", history)
     version = None
     if main:
         version = str(_promote(cfg, ctx, out, model, base, spec, task, metric, base_metric, best_metric,
-                               int(best["epoch"]), synced_bn))
+                               int(best["epoch"]), synced_bn, len(history), history[-1]["epoch"] if timed_out else None))
     version = ctx.broadcast_object(version)
     return FinetuneResult(True, metric, base_metric, best_metric, int(best["epoch"]), version,
                           f"promoted {Path(version).name}: validation {metric} {best_metric:.3f} > base "
-                          f"{base_metric:.3f}", history)
+                          f"{base_metric:.3f}{stopped}", history)
 
 
 def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, base: torch.nn.Module, spec: Any,
              task: Task, metric: str, base_metric: float, best_metric: float, best_epoch: int,
-             synced_bn: bool) -> Path:
+             synced_bn: bool, epochs_run: int, timed_out_after: int | None = None) -> Path:
     """Rank 0: the best epoch's weights become ``versions/vN.safetensors`` and the active version."""
     weights = torch.load(out / "best.pt", map_location=ctx.device, weights_only=True)["model"]
     model.load_state_dict(weights)
@@ -248,7 +267,10 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
                file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
                **({"new_head": list(info.new_head)} if info is not None and info.new_head else {}),
                **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,
-               "epoch": best_epoch, **({"distributed": parallel} if parallel else {})})
+               "epoch": best_epoch, "epochs_run": epochs_run, "epochs_planned": cfg.epochs,
+               **({"time_budget": {"max_minutes": cfg.max_minutes, "stopped_after_epoch": timed_out_after}}
+                  if timed_out_after is not None else {}),
+               **({"distributed": parallel} if parallel else {})})
     save_checkpoint(model, version, manifest)
     _set_active(out, version)
     return version

@@ -25,13 +25,19 @@ DEMO_NOTE = "DEMO weights trained on synthetic data only; not for clinical use"
 
 
 def evaluate_folder(dataset: str | Path, model: torch.nn.Module, *, device: str = "cpu",
-                    size: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """The task's metric of ``model`` on every case of ``dataset`` (no training split)."""
-    task = make_task(dataset, model, resolve_device(device), val_fraction=1.0, seed=0,
+                    size: tuple[int, ...] | None = None, fraction: float = 1.0) -> dict[str, Any]:
+    """The task's metric of ``model`` on every case of ``dataset`` (no training split); with ``fraction`` < 1
+    on the fixed, seeded share of the cases that fine-tuning's split would validate on (the same ids always
+    give the same share: how a test re-checks a recorded figure on a few cases)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    target = resolve_device(device)
+    model = model.to(target)
+    task = make_task(dataset, model, target, val_fraction=fraction, seed=0,
                      size=tuple(size) if size else None, augment="none")
     value = float(task.evaluate(model))
     out: dict[str, Any] = {"metric": task.metric, "value": value, "cases": len(task.val_ids),
-                           "dataset": str(dataset)}
+                           "dataset": str(dataset), **({"fraction": fraction} if fraction < 1 else {})}
     for name in ("accuracy", "per_class"):  # classification's plain accuracy, detection's per-class AP50
         extra = getattr(task, name, None)
         if extra is not None and extra != {}:
@@ -54,8 +60,11 @@ def _version(run_or_checkpoint: str | Path) -> Path:
 
 
 def package(run_or_checkpoint: str | Path, test_dataset: str | Path, to: str | Path, *, fp16: bool = True,
-            description: str = "", device: str = "cpu") -> dict[str, Any]:
-    """Write the run's active version (or a checkpoint file) to ``to`` as demo weights; returns the test record."""
+            description: str = "", device: str = "cpu", check_fraction: float | None = None) -> dict[str, Any]:
+    """Write the run's active version (or a checkpoint file) to ``to`` as demo weights; returns the test record.
+
+    ``check_fraction``: also record the metric on that fixed share of the test cases (``test["check"]``),
+    so that a quick test can re-check the weights on a few regenerated cases instead of all."""
     source = _version(run_or_checkpoint)
     manifest = read_manifest(source)
     if manifest is None:
@@ -69,6 +78,9 @@ def package(run_or_checkpoint: str | Path, test_dataset: str | Path, to: str | P
     size = (manifest.extra or {}).get("size")
     test = evaluate_folder(test_dataset, model, device=device, size=size)
     test["weights"] = "fp16" if fp16 else "fp32"
+    if check_fraction is not None and check_fraction < 1:
+        check = evaluate_folder(test_dataset, model, device=device, size=size, fraction=check_fraction)
+        test["check"] = {k: check[k] for k in ("metric", "value", "cases", "fraction")}
     from napari_medvit.training.synth import synth_recipe
 
     recipe = synth_recipe(test_dataset)

@@ -42,7 +42,24 @@ def _fresh(folder: Path) -> None:
         raise ValueError(f"{folder} is not empty: write a synthetic dataset into a new folder")
 
 
-def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, int] = (288, 384)) -> dict[str, Any]:
+def brain_case_meta(case: Any) -> ImageMeta:
+    """The geometry of a synthetic brain case (:class:`~napari_medvit.synthetic.BrainCase`): its affine maps
+    (z, y, x) indices to MNI152 RAS mm; read as NIfTI's (x, y, z) -> RAS, then to the plugin's world."""
+    from napari_medvit.io.nifti import nifti_to_world_affine
+
+    world = nifti_to_world_affine(np.asarray(case.affine)[:, [2, 1, 0, 3]])
+    return ImageMeta.from_affine(world, axes=("z", "y", "x"), modality="MR")
+
+
+def dementia_case_meta(case: Any) -> ImageMeta:
+    """The geometry of a synthetic DAFT subject: its voxel spacing, axis-aligned at the origin."""
+    return ImageMeta(spacing=case.spacing, origin=(0.0, 0.0, 0.0),
+                     direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), axes=("z", "y", "x"),
+                     modality="MR")
+
+
+def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, int] = (288, 384), *,
+                    workers: int = 1) -> dict[str, Any]:
     """Write ``n`` synthetic frames (see the module docstring); returns a summary of what was written."""
     from napari_medvit.synthetic import generate_endoscopy_dataset
     from napari_medvit.training.export import export_boxes_coco, export_case, export_class_label
@@ -55,7 +72,7 @@ def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, in
         _fresh(folder)
     meta = ImageMeta.identity(2, rgb=True)
     n_polyps = []
-    for i, frame in enumerate(generate_endoscopy_dataset(n, seed, tuple(shape))):
+    for i, frame in enumerate(generate_endoscopy_dataset(n, seed, tuple(shape), workers=workers)):
         case = f"synth-{seed}-{i:04d}"
         prov = {"generator": "napari_medvit.synthetic.generate_endoscopy_frame", "seed": frame.seed,
                 "shape": list(shape), "synthetic": True}
@@ -72,9 +89,8 @@ def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, in
             "folders": {k: str(v) for k, v in folders.items()}}
 
 
-def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) -> dict[str, Any]:
+def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0, *, workers: int = 1) -> dict[str, Any]:
     """Write ``n`` synthetic FLAIR + T1 subjects with lesion masks (see the module docstring)."""
-    from napari_medvit.io.nifti import nifti_to_world_affine
     from napari_medvit.synthetic import generate_brain_dataset
     from napari_medvit.training.export import export_case
 
@@ -83,10 +99,8 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) ->
     folder = Path(out) / "segmentation"
     _fresh(folder)
     volumes = []
-    for i, case in enumerate(generate_brain_dataset(n, seed, spacing=spacing)):
-        # the case's affine maps (z, y, x) indices to RAS mm; as NIfTI's (x, y, z) -> RAS, then to ours
-        world = nifti_to_world_affine(np.asarray(case.affine)[:, [2, 1, 0, 3]])
-        meta = ImageMeta.from_affine(world, axes=("z", "y", "x"), modality="MR")
+    for i, case in enumerate(generate_brain_dataset(n, seed, spacing=spacing, workers=workers)):
+        meta = brain_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_brain_case", "seed": case.seed,
                 "spacing": spacing, "synthetic": True, "lesion_volume_ml": case.params.get("lesion_volume_ml")}
         export_case(folder, f"synth-{seed}-{i:04d}", np.stack([case.flair, case.t1]), meta, case.mask,
@@ -98,7 +112,7 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0) ->
             "folders": {"segmentation": str(folder)}}
 
 
-def write_dementia(out: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
+def write_dementia(out: str | Path, n: int, seed: int = 0, *, workers: int = 1) -> dict[str, Any]:
     """Write ``n`` synthetic DAFT subjects: volume + tabular row + diagnosis (see the module docstring)."""
     from napari_medvit.synthetic import generate_dementia_dataset
     from napari_medvit.training.export import export_class_label
@@ -108,10 +122,8 @@ def write_dementia(out: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
     folder = Path(out) / "classification"
     _fresh(folder)
     labels = []
-    for i, case in enumerate(generate_dementia_dataset(n, seed)):
-        meta = ImageMeta(spacing=case.spacing, origin=(0.0, 0.0, 0.0),
-                         direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), axes=("z", "y", "x"),
-                         modality="MR")
+    for i, case in enumerate(generate_dementia_dataset(n, seed, workers=workers)):
+        meta = dementia_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_dementia_case", "seed": case.seed, "synthetic": True}
         export_class_label(folder, f"synth-{seed}-{i:04d}", case.label, image=case.image, meta=meta,
                            tabular=case.tabular, provenance=prov)
@@ -121,9 +133,11 @@ def write_dementia(out: str | Path, n: int, seed: int = 0) -> dict[str, Any]:
             "folders": {"classification": str(folder)}}
 
 
-def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options: Any) -> dict[str, Any]:
+def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, workers: int = 1,
+                    **options: Any) -> dict[str, Any]:
     """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``, with ``synth.json``
-    recording how (kind, n, seed, options): :func:`regenerate` rebuilds the same folders from it."""
+    recording how (kind, n, seed, options): :func:`regenerate` rebuilds the same folders from it.
+    ``workers`` > 1 generates the cases in that many processes (the same folders, faster)."""
     import json
 
     from napari_medvit.io import atomic_write
@@ -131,7 +145,7 @@ def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, **options
     writers = {"endoscopy": write_endoscopy, "brain": write_brain, "dementia": write_dementia}
     if kind not in writers:
         raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
-    summary = writers[kind](out, n, seed, **options)
+    summary = writers[kind](out, n, seed, workers=workers, **options)
     recipe = {"kind": kind, "n": n, "seed": seed, "options": {k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in options.items()}}
     atomic_write(Path(out) / "synth.json", lambda tmp: Path(tmp).write_text(json.dumps(recipe, indent=1)))
@@ -150,8 +164,8 @@ def synth_recipe(folder: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def regenerate(recipe: dict[str, Any], out: str | Path) -> Path:
+def regenerate(recipe: dict[str, Any], out: str | Path, *, workers: int = 1) -> Path:
     """Write the dataset of ``recipe`` (see :func:`synth_recipe`) into ``out``; returns the recorded part's folder."""
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("options", {}).items()}
-    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), **options)
+    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), workers=workers, **options)
     return Path(out) / recipe.get("part", "")

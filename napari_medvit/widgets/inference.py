@@ -24,6 +24,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_medvit._layers import (
     ORIGINAL_KEY,
     PREDICTION_KEY,
+    TABULAR_KEY,
     box_rectangles,
     detection_layers,
     labels_digest,
@@ -161,6 +162,7 @@ class InferenceWidget(Container):
         self.weights.changed.connect(self._update_weights_info)
         self.checkpoint.changed.connect(self._update_tabular_panel)
         self.weights.changed.connect(self._update_tabular_panel)
+        self.image.changed.connect(self._fill_tabular_from_layer)
         self.model.changed.connect(self._prefer_bundled)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.reordered):
@@ -404,6 +406,14 @@ class InferenceWidget(Container):
             self.tabular.set_values({k: v for k, v in kept.items() if k in self.tabular.fields})
             self.insert(self.index(self.run_button), self.tabular)
             self.tabular.changed.connect(self._retabulate)
+            self._fill_tabular_from_layer()
+
+    def _fill_tabular_from_layer(self, *_: Any) -> None:
+        """A layer that carries its subject's tabular row (``TABULAR_KEY``, e.g. the DAFT sample) fills the fields."""
+        layer = self.image.value if hasattr(self, "image") else None
+        row = layer.metadata.get(TABULAR_KEY) if layer is not None else None
+        if getattr(self, "tabular", None) is not None and isinstance(row, dict):
+            self.tabular.set_values({k: v for k, v in row.items() if k in self.tabular.fields})
 
     def _manifest_features(self) -> list[dict[str, Any]] | None:
         path = self._checkpoint_path() if hasattr(self, "weights") else ""

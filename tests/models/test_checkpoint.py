@@ -98,3 +98,22 @@ def test_missing_corrupt_and_unknown_files(tmp_path: Path) -> None:
 def test_untrained_models_say_so() -> None:
     info = _tiny().checkpoint_info
     assert not info.trained and info.label == "untrained weights"
+
+
+def test_fp16_storage_compacts_integer_buffers_and_loads_back_exactly(tmp_path: Path) -> None:
+    """Swin's relative-position indices (int64 buffers) take less room; loading restores their type."""
+    torch.manual_seed(0)
+    model = create_model("swin_unetr_tiny_test")
+    manifest = Manifest(arch="swin_unetr_tiny_test", config=model.config, class_names=["a", "b", "c"], trained=True)
+    full = save_checkpoint(model, tmp_path / "fp32.safetensors", manifest)
+    half = save_checkpoint(model, tmp_path / "fp16.safetensors", manifest, dtype=torch.float16)
+    state, _, _ = read_checkpoint(half)
+    index = [k for k in state if k.endswith("relative_position_index")]
+    assert index and all(state[k].dtype == torch.int16 for k in index)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = create_model("swin_unetr_tiny_test", checkpoint=half)
+    for key, value in model.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == value.dtype, key
+        if not value.is_floating_point():
+            assert torch.equal(got, value), key

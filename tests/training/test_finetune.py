@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,9 @@ def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_p
     assert [e.kind for e in events] == ["baseline", "epoch", "checkpoint", "epoch", "checkpoint"]
     assert [e.val_metric for e in events if e.kind != "checkpoint"] == [0.20, 0.35, 0.50]
     assert (out / "epoch_002.pt").is_file() and all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert not (out / "epoch_001.pt").exists()  # only the last epoch's (large) resume file is kept
+    curves = json.loads((out / "history.json").read_text())
+    assert curves["metric"] == "Dice" and [h["val_metric"] for h in curves["epochs"]] == [0.35, 0.50]
     assert result.promoted and result.best_epoch == 2 and result.version.endswith("v1.safetensors")
     assert active_checkpoint(out) == result.version
     from napari_medvit.models import create_model
@@ -154,3 +159,21 @@ def test_a_version_keeps_the_base_checkpoints_preprocessing(dataset: Path, tmp_p
     manifest = create_model("transfuse_tiny", checkpoint=result.version).checkpoint_info.manifest
     assert manifest["preprocessing"] == pre and manifest["class_names"] == ["background", "polyp"]
     assert len(manifest["extra"]["base_sha256"]) == 64
+
+
+def test_time_budget_stops_after_the_epoch_that_ends_past_it(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.20, 0.35, 0.50, 0.60])
+    out = tmp_path / "run"
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=3,
+                         batch_size=2, size=(64, 64), seed=0, max_minutes=1e-6)
+    events, result = run(cfg)
+    assert [e.epoch for e in events if e.kind == "epoch"] == [1]
+    assert result.promoted and "time budget of 1e-06 min reached after epoch 1 of 3" in result.message
+    from napari_medvit.models.manifest import read_manifest
+
+    extra = read_manifest(result.version).extra
+    assert extra["time_budget"] == {"max_minutes": 1e-6, "stopped_after_epoch": 1}
+    assert (extra["epochs_run"], extra["epochs_planned"]) == (1, 3)
+    with pytest.raises(ValueError, match="max_minutes"):
+        run(FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "r2"), model="transfuse_tiny",
+                           size=(64, 64), max_minutes=0))

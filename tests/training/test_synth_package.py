@@ -82,6 +82,32 @@ def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path
         package(tmp_path, endo / "segmentation", tmp_path / "x.safetensors")
 
 
+def test_package_records_a_check_on_a_fixed_share_of_the_test_cases(endo: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("transfuse_tiny")
+    source = save_checkpoint(model, tmp_path / "v1.safetensors", Manifest(
+        arch="transfuse_tiny", config=model.config, class_names=["background", "polyp"], trained=True,
+        extra={"size": [64, 64]}))
+    test = package(source, endo / "segmentation", tmp_path / "demo.safetensors", check_fraction=0.5)
+    check = test["check"]
+    assert (check["metric"], check["cases"], check["fraction"]) == ("Dice", 3, 0.5) and test["cases"] == 6
+    loaded = create_model("transfuse_tiny", checkpoint=tmp_path / "demo.safetensors")
+    again = evaluate_folder(endo / "segmentation", loaded, size=(64, 64), fraction=0.5)  # the same 3 cases
+    assert again["cases"] == 3 and again["value"] == pytest.approx(check["value"], abs=1e-6)
+    with pytest.raises(ValueError, match="fraction"):
+        evaluate_folder(endo / "segmentation", loaded, fraction=0.0)
+
+
+def test_synth_workers_write_the_same_frames_as_one_process(endo: Path, tmp_path: Path) -> None:
+    assert main(["synth", "endoscopy", "--out", str(tmp_path / "par"), "--n", "6", "--seed", "3", "--shape", "64", "80",
+                 "--workers", "2"]) == 0
+    for a, b in zip(sorted((endo / "segmentation" / "imagesTr").iterdir()),
+                    sorted((tmp_path / "par" / "segmentation" / "imagesTr").iterdir())):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    with pytest.raises(ValueError, match="workers"):
+        generate_endoscopy_dataset(2, 0, (64, 80), workers=0)
+
+
 def test_synth_brain_writes_flair_t1_and_lesions_with_the_subjects_geometry(tmp_path: Path) -> None:
     import nibabel as nib
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Demo weights of one WMH segmentation model on synthetic MNI152-based FLAIR + T1 volumes (2 mm):
+#   swin_unetr_demo | unetr_demo | vosht_demo | truenet_demo | unet_demo (the CNN baseline)
+# 60 subjects (seed 0; 45 train / 15 validation, 64^3 patches), held-out test: the 20 subjects of seed 1.
+# Usage: bash scripts/demo/train_brain.sh MODEL   (a GPU is advised: hours on 2 CPU cores)
+source "$(dirname "$0")/common.sh"
+model=${1:?"give the model: swin_unetr_demo, unetr_demo, vosht_demo, truenet_demo or unet_demo"}
+case $model in
+  truenet_demo) lr=1e-3 ;;  # TrUE-Net's own training rate (Adam)
+  swin_unetr_demo|unetr_demo|vosht_demo|unet_demo) lr=4e-4 ;;
+  *) echo "train_brain.sh: no demo recipe for $model" >&2; exit 2 ;;
+esac
+brain_data
+finetune "$model" "$model" brain_train/segmentation \
+  --epochs "${EPOCHS:-300}" --batch-size 4 --lr "$lr" --patience 60 --augment standard
+package "$model" brain_test/segmentation --check-fraction 0.2
