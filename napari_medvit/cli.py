@@ -3,16 +3,17 @@
     medvit models                                   # list registered models
     medvit infer IMAGE -o MASK [--model transfuse_s] [--checkpoint FILE] [--device auto] [--precision fp32]
     medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume] [--config KEY=VALUE]
+                    [--max-minutes M]                # time budget: stop after the epoch that ends past M minutes
     torchrun --nproc_per_node N -m napari_medvit.cli finetune EXPORT_DIR --out RUN_DIR ...   # data-parallel
     medvit export IMAGE LABELS --dataset DIR [--case ID] [--original MASK] [--labels background,lesion]
                   [--model NAME [--checkpoint FILE]]          # nnU-Net layout: imagesTr/, labelsTr/, dataset.json
     medvit export IMAGE --boxes BOXES.csv|.json --dataset DIR [--categories polyp,adenoma]   # COCO annotations.json
     medvit export IMAGE --class-label NAME [--tabular age=71,sex=1] --dataset DIR            # labels.csv
-    medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384]   # synthetic export folders
+    medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384] [--workers 4]   # synthetic export folders
     medvit synth brain --out DIR --n 40 [--seed 0] [--spacing 2.0]          # FLAIR + T1 + lesion masks
     medvit synth dementia --out DIR --n 300 [--seed 0]                      # DAFT: volumes + tabular rows
     medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
-    medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors  # a run's version as (fp16) demo weights
+    medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors [--check-fraction 0.2]  # (fp16) demo weights
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
 MASK is written as NIfTI with the image's geometry (.nii/.nii.gz) or as PNG (2D images).

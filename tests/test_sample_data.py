@@ -86,7 +86,8 @@ def test_ct_slice_layer() -> None:
     np.testing.assert_allclose(np.abs(np.asarray(kwargs["scale"], dtype=float)), (row, col), rtol=1e-6)
 
 
-@pytest.mark.parametrize("function", ["endoscopy_frame", "brain_mri", "ct_slice"])
+@pytest.mark.parametrize("function", ["endoscopy_frame", "brain_mri", "ct_slice", "synthetic_brain_flair_t1",
+                                      "synthetic_dementia_subject"])
 def test_layers_build_in_napari(function: str) -> None:
     layers_mod = pytest.importorskip("napari.layers")
     built = [layers_mod.Layer.create(*t) for t in getattr(_sample_data, function)()]
@@ -125,4 +126,34 @@ def test_manifest_sample_commands_resolve() -> None:
         assert module == "napari_medvit._sample_data"
         assert callable(getattr(_sample_data, attr))
         keys.add(sample.key)
-    assert keys == {"endoscopy_polyp", "brain_mri", "ct_slice"}
+    assert keys == {"endoscopy_polyp", "brain_mri", "ct_slice", "brain_flair_t1", "dementia_subject"}
+
+
+def test_synthetic_flair_t1_sample_is_the_generators_subject_on_its_mni_geometry() -> None:
+    from napari_medvit.synthetic import generate_brain_case
+
+    t1, flair, truth = _sample_data.synthetic_brain_flair_t1()
+    case = generate_brain_case(_sample_data.BRAIN_SAMPLE_SEED, spacing=2.0)
+    assert [t[2] for t in (t1, flair, truth)] == ["image", "image", "labels"]
+    np.testing.assert_array_equal(flair[0], case.flair)
+    np.testing.assert_array_equal(t1[0], case.t1)
+    np.testing.assert_array_equal(truth[0], case.mask)
+    assert flair[1].get("visible", True) and t1[1]["visible"] is False and truth[1]["visible"] is False
+    meta = _meta(flair[1])
+    np.testing.assert_allclose(meta.spacing, (2.0, 2.0, 2.0))
+    centre = np.array(case.mask.shape) // 2  # the voxel -> MNI152 RAS mm of the generator, as LPS world (S, P, L)
+    ras = case.affine @ np.r_[centre, 1.0]
+    world = meta.affine @ np.r_[centre, 1.0]
+    np.testing.assert_allclose(world[:3], [ras[2], -ras[1], -ras[0]], atol=1e-6)
+    assert truth[1]["metadata"]["medvit_ground_truth"]["lesion_volume_ml"] > 1.0
+
+
+def test_synthetic_dementia_sample_carries_its_tabular_row_and_diagnosis() -> None:
+    from napari_medvit.synthetic import generate_dementia_case
+
+    ((data, kwargs, layer_type),) = _sample_data.synthetic_dementia_subject()
+    case = generate_dementia_case(_sample_data.DEMENTIA_SAMPLE_SEED)
+    assert layer_type == "image" and data.shape == (64, 64, 64)
+    np.testing.assert_array_equal(data, case.image)
+    assert kwargs["metadata"]["medvit_tabular"] == case.tabular
+    assert kwargs["metadata"]["medvit_ground_truth"]["diagnosis"] == case.label in kwargs["name"]
