@@ -234,7 +234,11 @@ def _tabular_row(features: list[dict[str, Any]], extras: dict[str, Any]) -> dict
             row[f["name"]] = None
             continue
         mean, std = float(f.get("mean", 0.0)), float(f.get("std", 1.0)) or 1.0
-        row[f["name"]] = float(f"{vec[i] * std + mean:.6g}")  # float32 input: 6 significant digits are exact
+        value = vec[i] * std + mean
+        # float32 input: 6 significant digits of the larger of the value, its mean and its std are exact
+        # (a 0 standardised with mean 0.6 comes back as 0.0, not -1.4e-08)
+        scale = max(abs(value), abs(mean), abs(std))
+        row[f["name"]] = float(round(value, 6 - int(np.floor(np.log10(scale))))) + 0.0 if scale > 0 else 0.0
     return row
 
 

@@ -33,6 +33,9 @@ def test_class_result_recovers_the_tabular_row_the_model_saw() -> None:
     assert record["tabular"] == row  # standardisation undone, the missing flag read back
     assert record["class_names"] == ["stable", "converter"] and record["predicted"] == 0
     assert record["probabilities"] == pytest.approx([0.6, 0.4]) and record["source_layer"] == "T1"
+    for exact in ({"age": 0.0, "MMSE": 0.0, "ABETA": 0.0}, {"age": 60.0, "MMSE": 1e-3, "ABETA": 1431.8}):
+        # zeros and round values standardised in float32 come back exactly (not -1.4e-08 or 60.000004)
+        assert class_result(_daft(exact), tabular_features=FEATURES)["tabular"] == exact
     assert class_result(_daft(row))["tabular"] is None  # no feature list: no row
     with pytest.raises(ValueError, match="does not match the feature list"):
         class_result(_daft(row), tabular_features=FEATURES[:2])

@@ -34,7 +34,8 @@ def test_every_python_name_in_the_manifest_imports() -> None:
 
 def test_manifest_declares_readers_writers_samples_widgets_and_the_menu_command() -> None:
     c = _manifest().contributions
-    assert {s.key for s in c.sample_data} == {"endoscopy_polyp", "brain_mri", "ct_slice"}
+    assert {s.key for s in c.sample_data} == {"endoscopy_polyp", "brain_mri", "ct_slice", "brain_flair_t1",
+                                              "dementia_subject"}
     assert {w.display_name for w in c.widgets} == {"MedViT inference", "Run TransFuse", "MedViT corrections",
                                                  "MedViT fine-tune"}
     assert any(".nii.gz" in w.filename_extensions for w in c.writers)
