@@ -15,15 +15,16 @@ EXPECTED = {"transfuse_demo", "crossvit_demo", "truenet_demo", "unet_demo", "daf
 _REGENERATED: dict[str, Path] = {}  # one regenerated test set per recipe, shared by the checkpoints tested on it
 
 
-def regenerated(recipe: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The recorded synthetic test folder, rebuilt from its seeds (once per recipe in this test session)."""
+def regenerated(recipe: dict, tmp_path_factory: pytest.TempPathFactory, cases: list[int] | None = None) -> Path:
+    """The recorded synthetic test folder (or only its cases ``cases``), rebuilt from the seeds; once per
+    recipe and cases in this test session."""
     import json
 
     from napari_medvit.training.synth import regenerate
 
-    key = json.dumps({k: v for k, v in recipe.items() if k != "part"}, sort_keys=True)
+    key = json.dumps([{k: v for k, v in recipe.items() if k != "part"}, cases], sort_keys=True)
     if key not in _REGENERATED:
-        _REGENERATED[key] = regenerate({**recipe, "part": ""}, tmp_path_factory.mktemp("synth"), workers=2)
+        _REGENERATED[key] = regenerate({**recipe, "part": ""}, tmp_path_factory.mktemp("synth"), cases=cases)
     return _REGENERATED[key] / recipe.get("part", "")
 
 
@@ -43,12 +44,15 @@ def test_demo_checkpoint_reaches_its_recorded_test_metric(path: Path, tmp_path_f
     from napari_medvit.models import create_model
     from napari_medvit.training.package import evaluate_folder
 
+    from napari_medvit.training.synth import case_index
+
     manifest = read_manifest(path)
     test = manifest.extra["test"]
-    folder = regenerated(test["synthetic"], tmp_path_factory)
-    model = create_model(manifest.arch, checkpoint=path)
     expected = test.get("check", test)
-    got = evaluate_folder(folder, model, size=manifest.extra.get("size"), fraction=expected.get("fraction", 1.0))
+    cases = [case_index(c) for c in expected["case_ids"]] if "case_ids" in expected else None
+    folder = regenerated(test["synthetic"], tmp_path_factory, cases)
+    model = create_model(manifest.arch, checkpoint=path)
+    got = evaluate_folder(folder, model, size=manifest.extra.get("size"))
     assert (got["metric"], got["cases"]) == (expected["metric"], expected["cases"])
     assert got["value"] == pytest.approx(expected["value"], abs=0.01)
     assert test["value"] > manifest.extra["base_val_metric"]  # trained: better than the untrained model

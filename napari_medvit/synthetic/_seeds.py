@@ -28,6 +28,16 @@ def derived_seeds(n: Any, seed: Any) -> list[int]:
 T = TypeVar("T")
 
 
+def select_cases(seeds: list[int], cases: Any = None) -> list[int]:
+    """The seeds of the cases at the indices ``cases`` (None: all): a part of a dataset, rebuilt exactly."""
+    if cases is None:
+        return seeds
+    picked = [int(i) for i in cases]
+    if any(not 0 <= i < len(seeds) for i in picked):
+        raise ValueError(f"case indices must lie in 0..{len(seeds) - 1}, got {picked}")
+    return [seeds[i] for i in picked]
+
+
 def map_cases(fn: Callable[[int], T], seeds: list[int], workers: Any = 1) -> list[T]:
     """``[fn(s) for s in seeds]``, in ``workers`` processes when more than one (same results, same order:
     every case depends on its seed only). ``fn`` must be picklable (a module-level function or a

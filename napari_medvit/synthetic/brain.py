@@ -129,7 +129,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases, select_cases
 
 __all__ = [
     "BrainCase",
@@ -847,8 +847,9 @@ def generate_brain_case(seed: int, *, spacing: float = 2.0, n_lesions: int | Non
     return _synthesize(seed, spacing, n_lesions)[0]
 
 
-def generate_brain_dataset(n: int, seed: int = 0, *, spacing: float = 2.0, workers: int = 1) -> list[BrainCase]:
+def generate_brain_dataset(n: int, seed: int = 0, *, spacing: float = 2.0, workers: int = 1,
+                           cases: Any = None) -> list[BrainCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
-    seeds = derived_seeds(n, seed)
+    seeds = select_cases(derived_seeds(n, seed), cases)  # cases: only these indices of the dataset
     spacing = _check_spacing(spacing)
     return map_cases(partial(generate_brain_case, spacing=spacing), seeds, workers)

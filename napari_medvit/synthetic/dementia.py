@@ -95,7 +95,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases, select_cases
 
 __all__ = [
     "CLASSES",
@@ -465,8 +465,9 @@ def generate_dementia_case(seed: int, *, shape: tuple[int, int, int] = (64, 64, 
 
 
 def generate_dementia_dataset(n: int, seed: int = 0, *,
-                              shape: tuple[int, int, int] = (64, 64, 64), workers: int = 1) -> list[DementiaCase]:
+                              shape: tuple[int, int, int] = (64, 64, 64), workers: int = 1,
+                              cases: Any = None) -> list[DementiaCase]:
     """``n`` cases with distinct seeds derived from ``seed`` (each case records its own seed)."""
-    seeds = derived_seeds(n, seed)
+    seeds = select_cases(derived_seeds(n, seed), cases)  # cases: only these indices of the dataset
     shape = _check_shape(shape)
     return map_cases(partial(generate_dementia_case, shape=shape), seeds, workers)

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases
+from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases, select_cases
 
 __all__ = [
     "EndoscopyFrame",
@@ -540,8 +540,8 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
 
 
 def generate_endoscopy_dataset(n: int, seed: int = 0, shape: tuple[int, int] = (288, 384),
-                               workers: int = 1) -> list[EndoscopyFrame]:
+                               workers: int = 1, cases: Any = None) -> list[EndoscopyFrame]:
     """``n`` frames with distinct seeds derived from ``seed`` (each frame records its own seed)."""
-    seeds = derived_seeds(n, seed)
+    seeds = select_cases(derived_seeds(n, seed), cases)  # cases: only these indices of the dataset
     _check_shape(shape)
     return map_cases(partial(generate_endoscopy_frame, shape=tuple(shape)), seeds, workers)

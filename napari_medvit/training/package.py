@@ -37,7 +37,8 @@ def evaluate_folder(dataset: str | Path, model: torch.nn.Module, *, device: str 
                      size=tuple(size) if size else None, augment="none")
     value = float(task.evaluate(model))
     out: dict[str, Any] = {"metric": task.metric, "value": value, "cases": len(task.val_ids),
-                           "dataset": str(dataset), **({"fraction": fraction} if fraction < 1 else {})}
+                           "dataset": str(dataset),
+                           **({"fraction": fraction, "case_ids": list(task.val_ids)} if fraction < 1 else {})}
     for name in ("accuracy", "per_class"):  # classification's plain accuracy, detection's per-class AP50
         extra = getattr(task, name, None)
         if extra is not None and extra != {}:
@@ -80,7 +81,7 @@ def package(run_or_checkpoint: str | Path, test_dataset: str | Path, to: str | P
     test["weights"] = "fp16" if fp16 else "fp32"
     if check_fraction is not None and check_fraction < 1:
         check = evaluate_folder(test_dataset, model, device=device, size=size, fraction=check_fraction)
-        test["check"] = {k: check[k] for k in ("metric", "value", "cases", "fraction")}
+        test["check"] = {k: check[k] for k in ("metric", "value", "cases", "fraction", "case_ids")}
     from napari_medvit.training.synth import synth_recipe
 
     recipe = synth_recipe(test_dataset)

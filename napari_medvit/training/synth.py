@@ -42,6 +42,20 @@ def _fresh(folder: Path) -> None:
         raise ValueError(f"{folder} is not empty: write a synthetic dataset into a new folder")
 
 
+def case_index(case_id: str) -> int:
+    """The dataset index of a synthetic case id (``synth-<seed>-<index>``, as the writers name them)."""
+    prefix, _, index = str(case_id).rpartition("-")
+    if not prefix.startswith("synth-") or not index.isdigit():
+        raise ValueError(f"{case_id!r} is not a synthetic case id (synth-<seed>-<index>)")
+    return int(index)
+
+
+def _indices(n: int, cases: Any) -> list[int]:
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
+    return list(range(n)) if cases is None else [int(i) for i in cases]
+
+
 def brain_case_meta(case: Any) -> ImageMeta:
     """The geometry of a synthetic brain case (:class:`~napari_medvit.synthetic.BrainCase`): its affine maps
     (z, y, x) indices to MNI152 RAS mm; read as NIfTI's (x, y, z) -> RAS, then to the plugin's world."""
@@ -59,20 +73,19 @@ def dementia_case_meta(case: Any) -> ImageMeta:
 
 
 def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, int] = (288, 384), *,
-                    workers: int = 1) -> dict[str, Any]:
+                    workers: int = 1, cases: Any = None) -> dict[str, Any]:
     """Write ``n`` synthetic frames (see the module docstring); returns a summary of what was written."""
     from napari_medvit.synthetic import generate_endoscopy_dataset
     from napari_medvit.training.export import export_boxes_coco, export_case, export_class_label
 
-    if n < 2:
-        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
     root = Path(out)
     folders = {k: root / k for k in ("segmentation", "detection", "classification")}
     for folder in folders.values():
         _fresh(folder)
     meta = ImageMeta.identity(2, rgb=True)
     n_polyps = []
-    for i, frame in enumerate(generate_endoscopy_dataset(n, seed, tuple(shape), workers=workers)):
+    indices = _indices(n, cases)
+    for i, frame in zip(indices, generate_endoscopy_dataset(n, seed, tuple(shape), workers=workers, cases=indices)):
         case = f"synth-{seed}-{i:04d}"
         prov = {"generator": "napari_medvit.synthetic.generate_endoscopy_frame", "seed": frame.seed,
                 "shape": list(shape), "synthetic": True}
@@ -84,22 +97,22 @@ def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, in
                            image=frame.image, meta=meta, provenance=prov)
         n_polyps.append(len(frame.boxes))
     counts = np.bincount(n_polyps, minlength=4)
-    return {"kind": "endoscopy", "cases": n, "seed": seed, "shape": list(shape),
+    return {"kind": "endoscopy", "cases": len(indices), "seed": seed, "shape": list(shape),
             "frames_by_polyp_count": {str(k): int(c) for k, c in enumerate(counts)},
             "folders": {k: str(v) for k, v in folders.items()}}
 
 
-def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0, *, workers: int = 1) -> dict[str, Any]:
+def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0, *, workers: int = 1,
+                cases: Any = None) -> dict[str, Any]:
     """Write ``n`` synthetic FLAIR + T1 subjects with lesion masks (see the module docstring)."""
     from napari_medvit.synthetic import generate_brain_dataset
     from napari_medvit.training.export import export_case
 
-    if n < 2:
-        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
     folder = Path(out) / "segmentation"
     _fresh(folder)
     volumes = []
-    for i, case in enumerate(generate_brain_dataset(n, seed, spacing=spacing, workers=workers)):
+    indices = _indices(n, cases)
+    for i, case in zip(indices, generate_brain_dataset(n, seed, spacing=spacing, workers=workers, cases=indices)):
         meta = brain_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_brain_case", "seed": case.seed,
                 "spacing": spacing, "synthetic": True, "lesion_volume_ml": case.params.get("lesion_volume_ml")}
@@ -107,33 +120,32 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0, *,
                     label_names={"background": 0, "lesion": 1}, channel_names={"0": "FLAIR", "1": "T1"},
                     provenance=prov)
         volumes.append(float(case.params.get("lesion_volume_ml") or 0.0))
-    return {"kind": "brain", "cases": n, "seed": seed, "spacing": spacing, "shape": list(case.mask.shape),
+    return {"kind": "brain", "cases": len(indices), "seed": seed, "spacing": spacing, "shape": list(case.mask.shape),
             "lesion_volume_ml": {"median": float(np.median(volumes)), "max": float(np.max(volumes))},
             "folders": {"segmentation": str(folder)}}
 
 
-def write_dementia(out: str | Path, n: int, seed: int = 0, *, workers: int = 1) -> dict[str, Any]:
+def write_dementia(out: str | Path, n: int, seed: int = 0, *, workers: int = 1, cases: Any = None) -> dict[str, Any]:
     """Write ``n`` synthetic DAFT subjects: volume + tabular row + diagnosis (see the module docstring)."""
     from napari_medvit.synthetic import generate_dementia_dataset
     from napari_medvit.training.export import export_class_label
 
-    if n < 2:
-        raise ValueError(f"n must be at least 2 (a training and a validation case), got {n}")
     folder = Path(out) / "classification"
     _fresh(folder)
     labels = []
-    for i, case in enumerate(generate_dementia_dataset(n, seed, workers=workers)):
+    indices = _indices(n, cases)
+    for i, case in zip(indices, generate_dementia_dataset(n, seed, workers=workers, cases=indices)):
         meta = dementia_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_dementia_case", "seed": case.seed, "synthetic": True}
         export_class_label(folder, f"synth-{seed}-{i:04d}", case.label, image=case.image, meta=meta,
                            tabular=case.tabular, provenance=prov)
         labels.append(case.label)
-    return {"kind": "dementia", "cases": n, "seed": seed,
+    return {"kind": "dementia", "cases": len(indices), "seed": seed,
             "labels": {c: labels.count(c) for c in ("CN", "MCI", "Dementia")},
             "folders": {"classification": str(folder)}}
 
 
-def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, workers: int = 1,
+def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, workers: int = 1, cases: Any = None,
                     **options: Any) -> dict[str, Any]:
     """Write the synthetic dataset ``kind`` (one of :data:`KINDS`) into ``out``, with ``synth.json``
     recording how (kind, n, seed, options): :func:`regenerate` rebuilds the same folders from it.
@@ -145,7 +157,7 @@ def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, worker
     writers = {"endoscopy": write_endoscopy, "brain": write_brain, "dementia": write_dementia}
     if kind not in writers:
         raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
-    summary = writers[kind](out, n, seed, workers=workers, **options)
+    summary = writers[kind](out, n, seed, workers=workers, cases=cases, **options)
     recipe = {"kind": kind, "n": n, "seed": seed, "options": {k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in options.items()}}
     atomic_write(Path(out) / "synth.json", lambda tmp: Path(tmp).write_text(json.dumps(recipe, indent=1)))
@@ -164,8 +176,10 @@ def synth_recipe(folder: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def regenerate(recipe: dict[str, Any], out: str | Path, *, workers: int = 1) -> Path:
-    """Write the dataset of ``recipe`` (see :func:`synth_recipe`) into ``out``; returns the recorded part's folder."""
+def regenerate(recipe: dict[str, Any], out: str | Path, *, workers: int = 1, cases: Any = None) -> Path:
+    """Write the dataset of ``recipe`` (see :func:`synth_recipe`) into ``out``; returns the recorded part's folder.
+    ``cases``: only the cases of these indices (their ids and data as in the whole dataset)."""
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("options", {}).items()}
-    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), workers=workers, **options)
+    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), workers=workers, cases=cases,
+                    **options)
     return Path(out) / recipe.get("part", "")
