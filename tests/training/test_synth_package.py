@@ -108,6 +108,20 @@ def test_synth_workers_write_the_same_frames_as_one_process(endo: Path, tmp_path
         generate_endoscopy_dataset(2, 0, (64, 80), workers=0)
 
 
+def test_a_part_of_a_synthetic_dataset_is_rebuilt_exactly(endo: Path, tmp_path: Path) -> None:
+    from napari_medvit.training.synth import case_index, regenerate, synth_recipe
+
+    part = regenerate(synth_recipe(endo / "segmentation"), tmp_path / "part", cases=[4, 1])
+    names = sorted(p.name for p in (part / "labelsTr").iterdir())
+    assert names == ["synth-3-0001.png", "synth-3-0004.png"] and [case_index(n[:-4]) for n in names] == [1, 4]
+    for name in names:
+        assert (part / "labelsTr" / name).read_bytes() == (endo / "segmentation" / "labelsTr" / name).read_bytes()
+    with pytest.raises(ValueError, match="case indices"):
+        generate_endoscopy_dataset(6, 3, (64, 80), cases=[6])
+    with pytest.raises(ValueError, match="not a synthetic case id"):
+        case_index("frame-7")
+
+
 def test_synth_brain_writes_flair_t1_and_lesions_with_the_subjects_geometry(tmp_path: Path) -> None:
     import nibabel as nib
 
