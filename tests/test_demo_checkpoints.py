@@ -11,7 +11,7 @@ import pytest
 from napari_medvit.models.manifest import bundled_dir, read_manifest
 
 CHECKPOINTS = sorted(bundled_dir().glob("*.safetensors"))
-EXPECTED = {"transfuse_demo", "crossvit_demo", "truenet_demo", "unet_demo", "daft", "resnet3d"}  # grows (issue 5)
+EXPECTED = {"transfuse_demo", "crossvit_demo", "smca_detr_demo", "truenet_demo", "unet_demo", "daft", "resnet3d"}
 _REGENERATED: dict[str, Path] = {}  # one regenerated test set per recipe, shared by the checkpoints tested on it
 
 
@@ -101,6 +101,7 @@ def test_the_inference_dock_runs_transfuse_demo_with_its_shipped_weights(make_na
 # each demo model's matching sample (Open Sample) and what its demo weights must show there
 DEMO_SAMPLES = {
     "crossvit_demo": "endoscopy_polyp",
+    "smca_detr_demo": "endoscopy_polyp",
     "truenet_demo": "brain_flair_t1",
     "unet_demo": "brain_flair_t1",
     "daft": "dementia_subject",
@@ -131,7 +132,17 @@ def test_each_demo_checkpoint_runs_from_the_dock_on_its_sample(model: str, make_
     qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
     assert widget.status.value.startswith("done"), widget.status.value
     prediction = widget.last_prediction
-    if DEMO_SAMPLES[model] == "brain_flair_t1":
+    if model == "smca_detr_demo":  # the best box above the score threshold sits on the polyp
+        truth = next(la for la in viewer.layers if GROUND_TRUTH_KEY in la.metadata).data > 0
+        ys, xs = np.nonzero(truth)
+        gt = np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], dtype=float)
+        keep = prediction.probabilities >= 0.3
+        assert keep.any()
+        box = prediction.boxes[keep][np.argmax(prediction.probabilities[keep])]
+        inter = np.prod(np.clip(np.minimum(box[2:], gt[2:]) - np.maximum(box[:2], gt[:2]), 0, None))
+        union = np.prod(box[2:] - box[:2]) + np.prod(gt[2:] - gt[:2]) - inter
+        assert inter / union > 0.5, (box, gt)
+    elif DEMO_SAMPLES[model] == "brain_flair_t1":
         truth = next(la for la in viewer.layers if GROUND_TRUTH_KEY in la.metadata).data > 0
         (mask,) = [la for la in viewer.layers if isinstance(la, Labels) and PREDICTION_KEY in la.metadata]
         pred = np.asarray(mask.data) > 0
