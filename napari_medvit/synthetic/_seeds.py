@@ -33,8 +33,8 @@ def select_cases(seeds: list[int], cases: Any = None) -> list[int]:
     if cases is None:
         return seeds
     picked = [int(i) for i in cases]
-    if any(not 0 <= i < len(seeds) for i in picked):
-        raise ValueError(f"case indices must lie in 0..{len(seeds) - 1}, got {picked}")
+    if any(not 0 <= i < len(seeds) for i in picked) or len(set(picked)) != len(picked):
+        raise ValueError(f"case indices must be distinct and lie in 0..{len(seeds) - 1}, got {picked}")
     return [seeds[i] for i in picked]
 
 

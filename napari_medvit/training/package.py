@@ -28,7 +28,8 @@ def evaluate_folder(dataset: str | Path, model: torch.nn.Module, *, device: str 
                     size: tuple[int, ...] | None = None, fraction: float = 1.0) -> dict[str, Any]:
     """The task's metric of ``model`` on every case of ``dataset`` (no training split); with ``fraction`` < 1
     on the fixed, seeded share of the cases that fine-tuning's split would validate on (the same ids always
-    give the same share: how a test re-checks a recorded figure on a few cases)."""
+    give the same share: how a test re-checks a recorded figure on a few cases). The model is moved to
+    ``device``."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     target = resolve_device(device)

@@ -159,7 +159,8 @@ def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, worker
         raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
     summary = writers[kind](out, n, seed, workers=workers, cases=cases, **options)
     recipe = {"kind": kind, "n": n, "seed": seed, "options": {k: list(v) if isinstance(v, tuple) else v
-                                                               for k, v in options.items()}}
+                                                               for k, v in options.items()},
+              **({"cases": [int(i) for i in cases]} if cases is not None else {})}  # a part of the dataset
     atomic_write(Path(out) / "synth.json", lambda tmp: Path(tmp).write_text(json.dumps(recipe, indent=1)))
     return summary
 
@@ -180,6 +181,6 @@ def regenerate(recipe: dict[str, Any], out: str | Path, *, workers: int = 1, cas
     """Write the dataset of ``recipe`` (see :func:`synth_recipe`) into ``out``; returns the recorded part's folder.
     ``cases``: only the cases of these indices (their ids and data as in the whole dataset)."""
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("options", {}).items()}
-    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), workers=workers, cases=cases,
-                    **options)
+    write_synthetic(recipe["kind"], out, int(recipe["n"]), int(recipe["seed"]), workers=workers,
+                    cases=recipe.get("cases") if cases is None else cases, **options)
     return Path(out) / recipe.get("part", "")

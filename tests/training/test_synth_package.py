@@ -116,8 +116,10 @@ def test_a_part_of_a_synthetic_dataset_is_rebuilt_exactly(endo: Path, tmp_path: 
     assert names == ["synth-3-0001.png", "synth-3-0004.png"] and [case_index(n[:-4]) for n in names] == [1, 4]
     for name in names:
         assert (part / "labelsTr" / name).read_bytes() == (endo / "segmentation" / "labelsTr" / name).read_bytes()
-    with pytest.raises(ValueError, match="case indices"):
-        generate_endoscopy_dataset(6, 3, (64, 80), cases=[6])
+    assert synth_recipe(part)["cases"] == [4, 1]  # the folder says it is a part, not the whole dataset
+    for wrong in ([6], [1, 1]):
+        with pytest.raises(ValueError, match="case indices"):
+            generate_endoscopy_dataset(6, 3, (64, 80), cases=wrong)
     with pytest.raises(ValueError, match="not a synthetic case id"):
         case_index("frame-7")
 
