@@ -55,7 +55,8 @@ class AffinePlot(pg.PlotWidget):
         self.setMinimumHeight(140)
         self.setMaximumHeight(220)
         self.hideButtons()
-        self.addLegend(offset=(5, 5))
+        # a readable key in the top-right corner, on its own background (it used to cover the first bars)
+        self.addLegend(offset=(-5, 5), colCount=2, brush=pg.mkBrush(30, 30, 30, 210), labelTextColor="w")
         self.getPlotItem().setLabel("bottom", "channel of the DAFT block")
         self._items: list[pg.BarGraphItem] = []
         self.alpha: list[float] = []
