@@ -281,20 +281,20 @@ class Predictor:
         tab = tabular if isinstance(tabular, torch.Tensor) else self._tabular_input(tabular)
         with torch.inference_mode(), self._autocast():
             out = self.model.forward_from_features(features, tab)
-        probs = torch.softmax(out["logits"].float(), dim=-1)[0].cpu().numpy()
         from napari_medvit.transforms import tabular_names
 
-        return Prediction(
-            task="classify",
-            model_name=self.spec.name,
-            labels=np.asarray(probs.argmax()),
-            probabilities=probs,
-            class_names=self.class_names,
-            meta=self._tabular_meta,
+        return self._classification(
+            out["logits"], self._tabular_meta, t0,
             extras={"alpha": out["alpha"][0].float().cpu().numpy(), "beta": out["beta"][0].float().cpu().numpy(),
-                    "tabular": tab[0].float().cpu().numpy(), "tabular_names": np.array(tabular_names(self.tabular_features))},
-            provenance=self._provenance(t0),
-        )
+                    "tabular": tab[0].float().cpu().numpy(), "tabular_names": np.array(tabular_names(self.tabular_features))})
+
+    def _classification(self, logits: torch.Tensor, meta: ImageMeta | None, t0: float, *,
+                        extras: dict[str, np.ndarray] | None = None, **provenance: Any) -> Prediction:
+        """A whole-input classification from the model's (1, K) logits: softmax probabilities and their argmax."""
+        probs = torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
+        return Prediction(task="classify", model_name=self.spec.name, labels=np.asarray(probs.argmax()),
+                          probabilities=probs, class_names=self.class_names, meta=meta, extras=extras or {},
+                          provenance=self._provenance(t0, **provenance))
 
     def _predict_volume_class(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
         """Image-only classification of a whole volume (DAFT's 3D ResNet baseline): one probability
@@ -306,17 +306,8 @@ class Predictor:
         yield Progress(1, 2, f"running {self.spec.display_name}", time.perf_counter() - t0)
         with torch.inference_mode(), self._autocast():
             logits = self.model(x)
-        probs = torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()
         yield Progress(2, 2, "post-processing", time.perf_counter() - t0)
-        return Prediction(
-            task="classify",
-            model_name=self.spec.name,
-            labels=np.asarray(probs.argmax()),
-            probabilities=probs,
-            class_names=self.class_names,
-            meta=meta,
-            provenance=self._provenance(t0, input_size=list(x.shape[2:])),
-        )
+        return self._classification(logits, meta, t0, input_size=list(x.shape[2:]))
 
     def _predict_boxes(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
         """Detection on one 2D image: every query's box in pixel coordinates, its best class and score,

@@ -53,12 +53,17 @@ def test_evaluate_scores_every_case_of_a_folder(endo: Path, capsys) -> None:
     assert "num_classes=2" in capsys.readouterr().err
 
 
-def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path, tmp_path: Path) -> None:
+def _tiny_version(tmp_path: Path) -> Path:
+    """What a fine-tuning run promotes: a seeded transfuse_tiny with its manifest (trained at 64x64)."""
     torch.manual_seed(0)
     model = create_model("transfuse_tiny")
-    source = save_checkpoint(model, tmp_path / "v1.safetensors", Manifest(
+    return save_checkpoint(model, tmp_path / "v1.safetensors", Manifest(
         arch="transfuse_tiny", config=model.config, class_names=["background", "polyp"], trained=True,
         extra={"size": [64, 64]}))
+
+
+def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path, tmp_path: Path) -> None:
+    source = _tiny_version(tmp_path)
     out = tmp_path / "demo.safetensors"
     test = package(source, endo / "segmentation", out)
     assert test["weights"] == "fp16" and test["cases"] == 6 and test["metric"] == "Dice"
@@ -83,11 +88,7 @@ def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path
 
 
 def test_package_records_a_check_on_a_fixed_share_of_the_test_cases(endo: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = create_model("transfuse_tiny")
-    source = save_checkpoint(model, tmp_path / "v1.safetensors", Manifest(
-        arch="transfuse_tiny", config=model.config, class_names=["background", "polyp"], trained=True,
-        extra={"size": [64, 64]}))
+    source = _tiny_version(tmp_path)
     test = package(source, endo / "segmentation", tmp_path / "demo.safetensors", check_fraction=0.5)
     check = test["check"]
     assert (check["metric"], check["cases"], check["fraction"]) == ("Dice", 3, 0.5) and test["cases"] == 6
