@@ -5,12 +5,15 @@
 # Usage: bash scripts/demo/train_brain.sh MODEL   (a GPU is advised: hours on 2 CPU cores)
 source "$(dirname "$0")/common.sh"
 model=${1:?"give the model: swin_unetr_demo, unetr_demo, vosht_demo, truenet_demo or unet_demo"}
+# batch: cases per step. The transformers take 4 patches per case (the official BTCV scripts' num_samples,
+# their registry entries' patches_per_case), so batch 1 is 4 patches per step; the CNNs take 1 per case.
 case $model in
-  truenet_demo) lr=1e-3 ;;  # TrUE-Net's own training rate (Adam)
-  swin_unetr_demo|unetr_demo|vosht_demo|unet_demo) lr=4e-4 ;;
+  truenet_demo) lr=1e-3 batch=4 ;;  # TrUE-Net's own training rate (Adam)
+  unet_demo) lr=4e-4 batch=4 ;;
+  swin_unetr_demo|unetr_demo|vosht_demo) lr=4e-4 batch=1 ;;
   *) echo "train_brain.sh: no demo recipe for $model" >&2; exit 2 ;;
 esac
 brain_data
 finetune "$model" "$model" brain_train/segmentation \
-  --epochs "${EPOCHS:-300}" --batch-size 4 --lr "$lr" --patience 60 --augment standard
+  --epochs "${EPOCHS:-300}" --batch-size "$batch" --lr "$lr" --patience 60 --augment standard
 package "$model" brain_test/segmentation --check-fraction 0.2

@@ -9,7 +9,7 @@ from monai.inferers import sliding_window_inference
 
 from napari_medvit.inference import Cancelled, Predictor
 from napari_medvit.inference.predictor import _count_windows
-from napari_medvit.models import create_model
+from napari_medvit.models import create_model, get_spec
 from napari_medvit.transforms import scale_to_unit
 
 
@@ -89,6 +89,26 @@ def test_swin_unetr_runs_and_rejects_2d_input() -> None:
 @pytest.mark.parametrize(("name", "expected"), [("swin_unetr", 62_187_296), ("unetr", 92_802_478)])
 def test_reference_parameter_counts(name: str, expected: int) -> None:
     assert sum(p.numel() for p in create_model(name).parameters()) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [("swin_unetr_demo", 3_911_636), ("vosht_demo", 3_911_636),
+                                              ("unetr_demo", 2_839_410), ("unet_demo", 1_203_225)])
+def test_wmh_demo_configurations(name: str, expected: int) -> None:
+    model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model.config["in_channels"] == 2 and model.config["out_channels"] == 2
+    spec = get_spec(name)
+    assert "demo" in spec.tags and "(demo config)" in spec.display_name and spec.preprocessing["roi_size"] == (64,) * 3
+    if "swin" in type(model).__name__.lower():  # 4^3 windows divide each Swin stage of a 64^3 input
+        assert model.config["window_size"] == 4 and model.swinViT.window_size == (4, 4, 4)
+    # the official BTCV scripts' 4 patches per volume for the transformers; only the VoSHT approximation asks
+    # fine-tuning for its weighted loss
+    expected_training = {} if name == "unet_demo" else {"patches_per_case": 4}
+    if name == "vosht_demo":
+        expected_training["class_weights"] = "inverse_sqrt_frequency"
+    assert spec.training == expected_training
+    assert get_spec("vosht").training == get_spec("vosht_demo").training
+    assert get_spec("swin_unetr").training == get_spec("unetr").training == {"patches_per_case": 4}
 
 
 def test_swin_unetr_feature_size_24_and_bundles_that_still_pass_img_size() -> None:

@@ -164,3 +164,58 @@ def test_channel_and_label_mismatches_are_named(dataset: Path, tmp_path: Path) -
     with pytest.raises(ValueError, match=r"fixed img_size \(32, 32, 32\).*\(64, 64, 64\)"):
         Segment3DTask(dataset, create_model("unetr_tiny_test"), torch.device("cpu"), val_fraction=0.25, seed=0,
                       size=(64, 64, 64), augment="none")
+
+
+def test_an_untrained_output_layer_starts_at_the_class_prior(dataset: Path) -> None:
+    from dataclasses import replace
+
+    model = tiny_swin()
+    task = Segment3DTask(dataset, model, torch.device("cpu"), val_fraction=0.25, seed=0, size=(32, 32, 64),
+                         augment="none")
+    counts = torch.zeros(3, dtype=torch.float64)
+    for _, lab in task.train_data:
+        counts += torch.bincount(lab.reshape(-1).long(), minlength=3).double()
+    expected = (counts + 1) / (counts.sum() + 3)  # add-one: the absent class 2 keeps a finite logit
+    assert torch.allclose(task.frequencies, expected)
+    assert 0.0 < float(expected[1]) < 0.05  # a small lesion: the prior is strongly background
+    bias = model.out.conv.conv.bias.detach().double()
+    assert torch.allclose(torch.softmax(bias, 0), expected, atol=1e-6)  # softmax(bias) is the prior
+    assert task.summary()["output_bias"] == "log class frequencies" and task.class_weights is None
+    # the untrained model now predicts background everywhere, as the prior says
+    x, _ = task.batch([0], torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == 0).float().mean()) > 0.95
+
+    trained = tiny_swin()  # a trained checkpoint's output layer is left as it is
+    trained.checkpoint_info = replace(trained.checkpoint_info, trained=True)
+    before = trained.out.conv.conv.bias.detach().clone()
+    task = Segment3DTask(dataset, trained, torch.device("cpu"), val_fraction=0.25, seed=0, size=(32, 32, 64),
+                         augment="none")
+    assert torch.equal(trained.out.conv.conv.bias, before) and "output_bias" not in task.summary()
+
+
+def test_the_vosht_approximation_trains_with_a_class_weighted_loss(dataset: Path) -> None:
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    vosht, swin = create_model("vosht_demo", in_channels=1), create_model("swin_unetr_demo", in_channels=1)
+    weighted = Segment3DTask(dataset, vosht, torch.device("cpu"), val_fraction=0.25, seed=0, size=(32, 64, 64),
+                             augment="none")
+    plain = Segment3DTask(dataset, swin, torch.device("cpu"), val_fraction=0.25, seed=0, size=(32, 64, 64),
+                          augment="none")
+    assert plain.class_weights is None and "class_weights" not in plain.summary()
+    f = weighted.frequencies
+    w = weighted.class_weights
+    assert torch.allclose(w, f.rsqrt() / f.rsqrt().mean()) and abs(float(w.mean()) - 1.0) < 1e-9
+    assert float(w[1] / w[0]) == pytest.approx(float((f[0] / f[1]).sqrt()), rel=1e-9) and float(w[1] / w[0]) > 5
+    assert weighted.summary()["class_weights"] == pytest.approx(w.tolist())
+    # both take the official 4 patches per case: a batch of 2 cases holds 8
+    x, y = plain.batch([0, 1], torch.Generator().manual_seed(0))
+    assert x.shape == (8, 1, 32, 64, 64) and y.shape == (8, 1, 32, 64, 64)
+    assert plain.summary()["patches_per_case"] == weighted.patches_per_case == 4
+    # the loss is MONAI's Dice-CE with those weights on both terms
+    logits, y = torch.randn(2, 2, 8, 8, 8), (torch.rand(2, 1, 8, 8, 8) > 0.9).long()
+    reference = DiceCELoss(to_onehot_y=True, softmax=True, weight=w.float())(logits, y)
+    assert torch.allclose(weighted.loss_fn(logits, y), reference)
+    assert not torch.allclose(plain.loss_fn(logits, y), reference)
