@@ -11,7 +11,8 @@ import pytest
 from napari_medvit.models.manifest import bundled_dir, read_manifest
 
 CHECKPOINTS = sorted(bundled_dir().glob("*.safetensors"))
-EXPECTED = {"transfuse_demo", "crossvit_demo", "smca_detr_demo", "truenet_demo", "unet_demo", "daft", "resnet3d"}
+EXPECTED = {"transfuse_demo", "crossvit_demo", "smca_detr_demo", "swin_unetr_demo", "unetr_demo", "vosht_demo",
+            "truenet_demo", "unet_demo", "daft", "resnet3d"}
 _REGENERATED: dict[str, Path] = {}  # one regenerated test set per recipe, shared by the checkpoints tested on it
 
 
@@ -102,6 +103,9 @@ def test_the_inference_dock_runs_transfuse_demo_with_its_shipped_weights(make_na
 DEMO_SAMPLES = {
     "crossvit_demo": "endoscopy_polyp",
     "smca_detr_demo": "endoscopy_polyp",
+    "swin_unetr_demo": "brain_flair_t1",
+    "unetr_demo": "brain_flair_t1",
+    "vosht_demo": "brain_flair_t1",
     "truenet_demo": "brain_flair_t1",
     "unet_demo": "brain_flair_t1",
     "daft": "dementia_subject",
