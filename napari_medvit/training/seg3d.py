@@ -373,7 +373,7 @@ class Segment3DTask(Task):
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "size": list(self.size) if self.size else None,
                 "roi_size": list(self.eval_roi) if self.eval_roi else None, "channels": self.n_in,
-                "patches_per_case": self.patches_per_case,
+                **({} if self.planes else {"patches_per_case": self.patches_per_case}),
                 "class_frequencies": [float(f) for f in self.frequencies],
                 **({"output_bias": "log class frequencies"} if self.output_bias else {}),
                 **({"class_weights": [float(w) for w in self.class_weights]} if self.class_weights is not None

@@ -130,6 +130,8 @@ def test_truenet_trains_each_plane_on_its_own_slices(dataset: Path) -> None:
     for x, y in batch.values():
         assert x.shape[:2] == (2 * task.slices_per_case, 1) and y.shape == (len(x), 1, *x.shape[2:])
     assert batch["axial"][0].shape[2:] == (32, 64) and batch["sagittal"][0].shape[2:] == (32, 32)
+    summary = task.summary()  # slices, not patches; no output-layer prior or class weights for the plane networks
+    assert not {"patches_per_case", "output_bias", "class_weights"} & set(summary)
     opt = task.optimizer(model.parameters(), 1e-2)
     model.train()
     losses = []
