@@ -286,7 +286,8 @@ _MODELS["truenet"] = ModelSpec(
 _DEMO_WMH = ("DEMO configuration, smaller than the paper's, FLAIR + T1 -> WMH on 64^3 windows; its bundled weights "
              "are trained on synthetic MNI152-based volumes only")
 # 4^3 attention windows instead of 7^3: at 64^3 input the four Swin stages are 32^3, 16^3, 8^3 and 4^3 tokens,
-# which 4 divides (7 pads 32 -> 35 and 8 -> 14), and a training step costs half as long on CPU (2.6 s vs 5.5 s)
+# which 4 divides (7 pads 32 -> 35 and 8 -> 14); a CPU training step of 2 patches takes 2.8 s instead of 7.0 s
+# (benchmarks/bench_train_step.py, 2 cores)
 _DEMO_WINDOW = "4^3 attention windows (the paper's 7^3 would pad every stage of a 64^3 input)"
 _MODELS.update({s.name: s for s in (
     _monai3d("swin_unetr_demo", "swin_unetr", "Swin-UNETR (demo config)",
