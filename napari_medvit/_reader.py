@@ -56,26 +56,49 @@ def layer_name(path: str, meta: ImageMeta) -> str:
     return Path(path).stem
 
 
+def _decompose(linear: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``linear = rotate @ shear @ diag(scale)`` (napari's composition order) with ``rotate`` a
+    proper rotation and a reflection, if any, carried by a negative scale of the last axis.
+
+    napari's own decomposition leaves a reflection in ``rotate`` *and* reports a negative scale,
+    which composes back to the unflipped matrix; a flipped scan would be shown mirrored.
+    """
+    n = linear.shape[0]
+    q, t = np.linalg.qr(linear)
+    signs = np.where(np.diag(t) < 0, -1.0, 1.0)
+    q, t = q * signs, signs[:, None] * t  # diag(t) > 0
+    if np.linalg.det(q) < 0:
+        flip = np.ones(n)
+        flip[-1] = -1.0
+        q, t = q * flip, flip[:, None] * t
+    scale = np.diag(t).copy()
+    shear = t / scale  # unit upper triangular: t = shear @ diag(scale)
+    return q, scale, shear[np.triu(np.ones((n, n), dtype=bool), 1)]
+
+
 def transform_kwargs(meta: ImageMeta, layer_ndim: int) -> dict[str, Any]:
     """``scale``/``translate``/``rotate``/``shear`` whose composition equals ``meta.affine``.
 
-    Leading non-spatial axes (time) get the identity.
+    Leading non-spatial axes (time) get the identity. Raises ValueError if the geometry
+    cannot be expressed (a singular or non-finite affine), so that napari never receives a
+    transform it cannot invert.
     """
     n_extra = layer_ndim - meta.ndim
     if n_extra < 0:
         raise ValueError(f"a {layer_ndim}D layer cannot carry a {meta.ndim}D geometry (axes {meta.axes})")
     matrix = np.eye(layer_ndim + 1)
     matrix[n_extra:, n_extra:] = meta.affine
-    affine = Affine(linear_matrix=matrix[:-1, :-1], translate=matrix[:-1, -1])
-    shear = np.asarray(affine.shear, dtype=float)
-    n_shear = layer_ndim * (layer_ndim - 1) // 2
-    if shear.shape != (n_shear,):
-        # napari answers ``ndim`` zeros for a diagonal matrix, a wrong length unless ndim == 3
-        shear = np.zeros(n_shear)
+    linear = matrix[:-1, :-1]
+    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(linear)) < 1e-12 * max(1.0, np.abs(linear).max()) ** layer_ndim:
+        raise ValueError(f"the image geometry is singular or not finite (affine {meta.affine.tolist()})")
+    rotate, scale, shear = _decompose(linear)
+    composed = Affine(scale=scale, rotate=rotate, shear=shear, ndim=layer_ndim).linear_matrix
+    if not np.allclose(composed, linear, rtol=1e-6, atol=1e-9 * np.abs(linear).max()):
+        raise ValueError(f"cannot express the image geometry as a napari transform (affine {meta.affine.tolist()})")
     return {
-        "scale": np.asarray(affine.scale, dtype=float),
-        "translate": np.asarray(affine.translate, dtype=float),
-        "rotate": np.asarray(affine.rotate, dtype=float),
+        "scale": scale,
+        "translate": np.asarray(matrix[:-1, -1], dtype=float),
+        "rotate": rotate,
         "shear": shear,
     }
 

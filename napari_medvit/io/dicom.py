@@ -27,6 +27,7 @@ from pydicom.pixels import apply_modality_lut
 
 from .errors import MedVitReadError
 from .meta import ImageMeta
+from .orientation import to_display_order
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR (Media Storage Directory Storage)
@@ -565,17 +566,23 @@ def read_dicom(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
       file has them, else stacked with ``SpacingBetweenSlices``/``SliceThickness``;
     * a folder (searched recursively, extension-less files recognised by the ``DICM``
       preamble) -> the series with the most slices, sorted along the slice normal; the other
-      series are listed in ``extra["other_series"]`` and ``extra["other_series_message"]``.
+      series are listed in ``extra["other_series"]`` and ``extra["other_series_message"]``;
+    * a sagittal or coronal volume comes with its axes in display order
+      (:mod:`napari_medvit.io.orientation`).
 
     Stored values are converted to modality values (RescaleSlope/Intercept): int16 when they
     are integral and fit, else float32. Raises :class:`MedVitReadError` naming the file.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        return _read_folder(path)
-    if not os.path.isfile(path):
+        array, meta = _read_folder(path)
+    elif not os.path.isfile(path):
         raise MedVitReadError(f"{path}: no such DICOM file or folder")
-    return _read_single_file(path)
+    else:
+        array, meta = _read_single_file(path)
+    # sagittal/coronal acquisitions: spatial axes in display order, undone by the writers
+    # (extra["files"] and extra["slice_positions"] keep describing the stored slice axis)
+    return to_display_order(array, meta)
 
 
 __all__ = ["DICOM_SUFFIXES", "folder_has_dicom", "has_dicm_preamble", "is_dicom_path", "read_dicom"]

@@ -22,6 +22,7 @@ import numpy as np
 from ._atomic import atomic_write
 from .errors import MedVitReadError
 from .meta import ImageMeta
+from .orientation import REORIENT_KEY, stored_affine, stored_permutation, to_display_order, to_stored
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NIFTI_EXTRA_KEY = "nifti"
@@ -127,7 +128,7 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         modality=None,
         extra={NIFTI_EXTRA_KEY: geometry},
     )
-    return array, meta
+    return to_display_order(array, meta)  # sagittal/coronal storage: axes reordered, undone on write
 
 
 def _label_dtype(labels: np.ndarray) -> np.dtype:
@@ -150,17 +151,26 @@ def _label_dtype(labels: np.ndarray) -> np.dtype:
 
 
 def _spatial_labels(labels: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    """Labels as a 3D ``(z, y, x)`` array of the shape the meta describes."""
-    source: tuple[int, ...] | None = None  # spatial shape of the image the meta came from
+    """Labels on the display grid of ``meta`` as a 3D ``(z, y, x)`` array in the source file's
+    stored voxel order (the reader's axis reordering undone, :mod:`napari_medvit.io.orientation`)."""
+    source: tuple[int, ...] | None = None  # stored spatial shape of the image the meta came from
     geometry = meta.extra.get(NIFTI_EXTRA_KEY)
+    perm = stored_permutation(meta)
     if geometry is not None:
         source = tuple(int(s) for s in reversed(geometry["shape"]))  # (k, j, i)
+    elif perm is not None:
+        source = tuple(int(s) for s in meta.extra[REORIENT_KEY]["stored_spatial_shape"])
     elif meta.extra.get("spatial_shape") is not None:  # recorded by the DICOM and frame readers
         source = tuple(int(s) for s in meta.extra["spatial_shape"])
     given = labels.shape
     if labels.ndim == meta.ndim + 1 and labels.shape[0] == 1:
         labels = labels[0]  # a single time point of a 4D source
-    if source is not None and labels.shape != source:
+    if perm is not None and labels.ndim == meta.ndim:
+        shown = None if source is None else tuple(source[p] for p in perm)
+        if shown is not None and labels.shape != shown:
+            raise ValueError(f"labels shape {given} differs from the source image shape {shown}")
+        labels = to_stored(labels, meta)
+    elif source is not None and labels.shape != source:
         raise ValueError(f"labels shape {given} differs from the source image shape {source}")
     if labels.ndim == 2 and meta.ndim == 2:
         labels = labels[np.newaxis]
@@ -175,7 +185,7 @@ def _spatial_labels(labels: np.ndarray, meta: ImageMeta) -> np.ndarray:
 def _ras_affine_from_meta(meta: ImageMeta) -> np.ndarray:
     """A 4x4 ``(i, j, k) -> RAS`` affine for a meta without NIfTI header fields."""
     if meta.ndim == 3:
-        world = meta.affine
+        world = stored_affine(meta)  # the labels are written in the source's stored voxel order
     elif meta.ndim == 2:
         affine_3d = meta.extra.get("affine_3d")  # e.g. a single DICOM slice's true position
         if affine_3d is not None:
