@@ -115,18 +115,46 @@ def contrast_limits(array: np.ndarray) -> tuple[float, float]:
     lo, hi = (float(v) for v in np.percentile(flat, _PERCENTILES))
     if hi <= lo:
         lo, hi = float(flat.min()), float(flat.max())
-    if hi <= lo:
-        hi = lo + 1.0
+    if not hi > lo:  # a constant image; a step that is not lost to rounding, even near float max
+        step = max(1.0, abs(lo) * 1e-6)
+        lo, hi = (lo, lo + step) if np.isfinite(lo + step) else (lo - step, lo)
     return lo, hi
 
 
+def _check_layer_data(path: str, array: Any, meta: ImageMeta) -> None:
+    """What napari can display, checked before a layer exists (else the viewer is left with a
+    layer it cannot draw): a numeric array of 2 to 5 dims without empty axes whose shape the
+    geometry describes; RGB as a trailing axis of 3 values."""
+    if not isinstance(array, np.ndarray):
+        raise MedVitReadError(f"{path}: the reader returned {type(array).__name__}, not an array")
+    if array.dtype.kind not in "biuf":
+        raise MedVitReadError(f"{path}: voxels of type {array.dtype} cannot be displayed")
+    if array.size == 0 or 0 in array.shape:
+        raise MedVitReadError(f"{path}: the image is empty (shape {array.shape})")
+    if meta.rgb and (array.ndim < 3 or array.shape[-1] not in (3, 4)):
+        raise MedVitReadError(f"{path}: an RGB image must end with 3 colour values per pixel, got shape {array.shape}")
+    spatial = array.ndim - (1 if meta.rgb else 0)
+    if not meta.ndim <= spatial <= 5 or meta.ndim not in (2, 3):
+        raise MedVitReadError(f"{path}: an array of shape {array.shape} does not fit a {meta.ndim}D geometry")
+    recorded = meta.extra.get("spatial_shape")
+    if recorded is not None and tuple(int(s) for s in recorded) != tuple(meta.spatial_shape(array.shape)):
+        raise MedVitReadError(f"{path}: the array shape {array.shape} differs from the recorded image shape {recorded}")
+
+
 def layer_data_tuple(path: str, array: np.ndarray, meta: ImageMeta) -> LayerDataTuple:
+    """napari layer data for a reader result, validated first (:class:`MedVitReadError` naming
+    ``path`` for anything napari could not display)."""
+    _check_layer_data(path, array, meta)
     layer_ndim = array.ndim - (1 if meta.rgb else 0)
+    try:
+        transform = transform_kwargs(meta, layer_ndim)
+    except ValueError as exc:
+        raise MedVitReadError(f"{path}: {exc}") from None
     kwargs: dict[str, Any] = {
         "name": layer_name(path, meta),
         "metadata": {META_KEY: meta.to_dict()},
         "rgb": meta.rgb,
-        **transform_kwargs(meta, layer_ndim),
+        **transform,
     }
     if not meta.rgb:
         kwargs["colormap"] = "gray_r" if meta.extra.get("photometric") == "MONOCHROME1" else "gray"
@@ -145,14 +173,17 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
     for p in paths:
         try:
             array, meta = read_image(p)
+            layer = layer_data_tuple(p, array, meta)
         except MedVitReadError:
             raise
+        except MemoryError:
+            raise MedVitReadError(f"{p}: not enough memory to read the image (see MEDVIT_MEMORY_BUDGET)") from None
         except Exception as exc:  # a reader bug or an exotic file: still name the file
             raise MedVitReadError(f"{p}: cannot be read ({type(exc).__name__}: {exc})") from exc
         message = meta.extra.get("other_series_message")
         if message:
             show_info(str(message))
-        layers.append(layer_data_tuple(p, array, meta))
+        layers.append(layer)
     return layers
 
 

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
 from .errors import MedVitReadError
+from .limits import check_allocation
 from .meta import ImageMeta
 from .orientation import to_display_order
 
@@ -112,6 +113,35 @@ def _first_float(*values: Any) -> float | None:
     return None
 
 
+def _number(ds: Dataset, keyword: str, path: str, default: float | None = None) -> float | None:
+    """A numeric tag as a finite float; text that is no number is a :class:`MedVitReadError`."""
+    if keyword not in ds:
+        return default
+    try:
+        value = ds[keyword].value
+    except Exception as exc:  # pydicom converts lazily and may raise for malformed values
+        raise MedVitReadError(f"{path}: the DICOM tag {keyword} cannot be decoded ({exc})") from exc
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or (isinstance(value, Sequence) and not isinstance(value, (str, bytes))):
+        value = value[0] if len(value) else default  # a multi-valued tag: the first value applies
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {str(value)!r}, which is not a number") from None
+    if not np.isfinite(number):
+        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {number}, which is not a finite number")
+    return number
+
+
+def _count(ds: Dataset, keyword: str, path: str, default: int) -> int:
+    """A count tag (NumberOfFrames, Rows, ...) as a positive int, or a :class:`MedVitReadError`."""
+    number = _number(ds, keyword, path, float(default))
+    if number is None or number != int(number) or number < 0:
+        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {number}, which is not a whole number")
+    return int(number) or default
+
+
 def _item(ds: Dataset, *keywords: str) -> Dataset | None:
     """Follow a chain of sequence keywords, taking the first item of each."""
     node: Dataset | None = ds
@@ -195,15 +225,24 @@ def _to_output_dtype(values: np.ndarray) -> np.ndarray:
 
 def _modality_values(raw: np.ndarray, ds: Dataset, frame: Dataset | None = None) -> np.ndarray:
     """Stored values to modality values (e.g. Hounsfield units), as float64 or the raw integers."""
+    path = str(getattr(ds, "filename", None) or "DICOM file")
     transform = _functional(ds, frame, "PixelValueTransformationSequence")
     if transform is not None and "RescaleSlope" in transform:
-        slope = float(transform.RescaleSlope)
-        intercept = float(transform.get("RescaleIntercept", 0.0))
+        slope = _number(transform, "RescaleSlope", path, 1.0)
+        intercept = _number(transform, "RescaleIntercept", path, 0.0)
         out = raw.astype(np.float64) * slope + intercept
     else:
-        out = apply_modality_lut(raw, ds)
+        # validated here so that text in these tags is an error naming the file and the tag
+        _number(ds, "RescaleSlope", path)
+        _number(ds, "RescaleIntercept", path)
+        try:
+            out = apply_modality_lut(raw, ds)
+        except MedVitReadError:
+            raise
+        except Exception as exc:  # a malformed Modality LUT
+            raise MedVitReadError(f"{path}: cannot apply the DICOM modality LUT ({type(exc).__name__}: {exc})") from exc
     if ds.get("Modality") == "RTDOSE" and ds.get("DoseGridScaling") is not None:
-        out = out.astype(np.float64) * float(ds.DoseGridScaling)
+        out = out.astype(np.float64) * _number(ds, "DoseGridScaling", path, 1.0)
     return out
 
 
@@ -211,8 +250,27 @@ def _is_rgb(ds: Dataset) -> bool:
     return int(ds.get("SamplesPerPixel", 1)) > 1
 
 
+def _looks_like_raw_dicom(path: str) -> bool:
+    """A file without preamble that starts with a DICOM data element of group 0002 or 0008
+    (little or big endian), as old ACR-NEMA style files do."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    if len(head) < 8:
+        return False
+    group_le = int.from_bytes(head[:2], "little")
+    group_be = int.from_bytes(head[:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
 def _dcmread(path: str, *, header_only: bool = False) -> Dataset:
-    force = path.lower().endswith(DICOM_SUFFIXES)  # an explicit .dcm may lack the preamble
+    force = not has_dicm_preamble(path)  # an old file may lack the preamble: then it must look raw
+    if force and not _looks_like_raw_dicom(path):
+        raise MedVitReadError(
+            f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble and no DICOM data "
+            "element at the start)")
     try:
         return pydicom.dcmread(path, stop_before_pixels=header_only, force=force)
     except Exception as exc:
@@ -348,13 +406,22 @@ def _frame_positions(ds: Dataset, nframes: int, rc: tuple[np.ndarray, np.ndarray
     return None
 
 
+def _check_size(ds: Dataset, path: str, frames: int | None = None, what: str = "the DICOM header") -> None:
+    """Refuse, from the header, pixel data larger than the memory budget (float64 modality values)."""
+    rows, cols = _count(ds, "Rows", path, 0), _count(ds, "Columns", path, 0)
+    frames = frames if frames is not None else _count(ds, "NumberOfFrames", path, 1)
+    samples = _count(ds, "SamplesPerPixel", path, 1)
+    check_allocation(path, (frames, rows, cols, samples), 8, what)
+
+
 def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
-    ds = _dcmread(path)
+    ds = _dcmread(path)  # pixel data stay undecoded (and compressed) until _pixels
     if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise MedVitReadError(f"{path}: this is a DICOMDIR index, not an image; open its folder instead")
+    _check_size(ds, path)
     raw = _pixels(ds, path)
     rgb = _is_rgb(ds)
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    nframes = _count(ds, "NumberOfFrames", path, 1)
     rc = _orientation(ds)
     spacing, spacing_source = _pixel_spacing(ds)
     extra: dict[str, Any] = {"dicom": _tag_summary(ds), "spacing_source": spacing_source}
@@ -444,14 +511,21 @@ class _Series:
         return f"'{name}' ({ds.get('Modality', '?')}, {len(self.files)} {files})"
 
 
-def _scan_folder(folder: str) -> tuple[list[_Series], list[str]]:
-    """Group the image files under ``folder`` into series of stackable slices."""
+def _scan_folder(folder: str) -> tuple[list[_Series], list[str], list[str]]:
+    """Group the image files under ``folder`` into series of stackable slices.
+
+    Also returns the DICOM-named files that could not be read and the other (non-DICOM) files.
+    """
     groups: dict[tuple[Any, ...], _Series] = {}
     skipped: list[str] = []
+    ignored: list[str] = []
     for i, path in enumerate(iter_folder_files(folder)):
         if i >= _MAX_FOLDER_FILES:
             raise MedVitReadError(f"{folder}: more than {_MAX_FOLDER_FILES} files; open a series folder instead")
-        if not is_dicom_path(path) or os.path.basename(path).upper() == "DICOMDIR":
+        if os.path.basename(path).upper() == "DICOMDIR":
+            continue
+        if not is_dicom_path(path) and not _looks_like_raw_dicom(path):
+            ignored.append(path)
             continue
         try:
             ds = _dcmread(path, header_only=True)
@@ -460,28 +534,35 @@ def _scan_folder(folder: str) -> tuple[list[_Series], list[str]]:
             continue
         if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "Rows" not in ds or "Columns" not in ds:
             continue  # DICOMDIR, structured reports, RT plans, ...: no image
-        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        try:
+            nframes = _count(ds, "NumberOfFrames", path, 1)
+            rows, cols = _count(ds, "Rows", path, 0), _count(ds, "Columns", path, 0)
+            samples = _count(ds, "SamplesPerPixel", path, 1)
+        except MedVitReadError:
+            skipped.append(path)
+            continue
         rc = _orientation(ds)
         key: tuple[Any, ...] = (
             str(ds.get("SeriesInstanceUID", "")),
             None if rc is None else tuple(np.round(np.concatenate(rc), 4)),
-            int(ds.Rows),
-            int(ds.Columns),
-            int(ds.get("SamplesPerPixel", 1)),
+            rows,
+            cols,
+            samples,
             str(ds.get("SOPInstanceUID", path)) if nframes > 1 else "",  # a multi-frame file is its own volume
         )
         series = groups.setdefault(key, _Series(key=key, files=[], headers=[]))
         series.files.append(path)
         series.headers.append(ds)
         series.frames += nframes
-    return list(groups.values()), skipped
+    return list(groups.values()), skipped, ignored
 
 
 def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
     if len(series.files) == 1:
         return _read_single_file(series.files[0])
-    datasets = [_dcmread(p) for p in series.files]
+    datasets = [_dcmread(p) for p in series.files]  # pixel data stay undecoded until _pixels
     ds0 = datasets[0]
+    _check_size(ds0, folder, frames=series.frames, what=f"the series {series.label()}")
     rgb = _is_rgb(ds0)
     slices = []
     for ds, path in zip(datasets, series.files):
@@ -521,9 +602,11 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
 
 
 def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
-    series_list, skipped = _scan_folder(folder)
+    series_list, skipped, ignored = _scan_folder(folder)
     if not series_list:
         detail = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        if ignored:
+            detail += f" ({len(ignored)} other file(s), e.g. {os.path.relpath(ignored[0], folder)})"
         raise MedVitReadError(f"{folder}: the folder holds no DICOM image files{detail}")
     # most slices first; ties keep the (sorted) folder order
     ranked = sorted(series_list, key=lambda s: -s.frames)
@@ -550,10 +633,17 @@ def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
             f"slice{'s' if chosen.frames != 1 else ''}. Not opened: {names}. "
             "Open a series' own folder to see it."
         )
+    notes = []
+    for files, what in ((skipped, "unreadable DICOM"), (ignored, "non-DICOM")):
+        if files:
+            names = [os.path.relpath(f, folder) for f in files]
+            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            notes.append(f"{folder}: skipped {len(files)} {what} file(s): {listed}")
     if skipped:
-        meta.extra.setdefault("warnings", []).append(
-            f"{folder}: skipped {len(skipped)} unreadable DICOM file(s), e.g. {skipped[0]}"
-        )
+        meta.extra["skipped_files"] = [os.path.relpath(f, folder) for f in skipped]
+    if ignored:
+        meta.extra["ignored_files"] = [os.path.relpath(f, folder) for f in ignored]
+    _emit(meta, notes)
     return array, meta
 
 

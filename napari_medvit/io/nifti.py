@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import nibabel as nib
@@ -21,6 +22,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from .errors import MedVitReadError
+from .limits import check_allocation
 from .meta import ImageMeta
 from .orientation import REORIENT_KEY, stored_affine, stored_permutation, to_display_order, to_stored
 
@@ -58,11 +60,20 @@ def _matrix_or_none(matrix: np.ndarray | None) -> list[list[float]] | None:
 def _header_geometry(img: nib.Nifti1Image) -> dict[str, Any]:
     """The JSON-serialisable header fields that define the geometry, copied verbatim."""
     hdr = img.header
-    qform, qcode = hdr.get_qform(coded=True)
-    sform, scode = hdr.get_sform(coded=True)
+
+    def coded(getter: Any) -> tuple[Any, int]:
+        try:
+            with np.errstate(all="ignore"):
+                matrix, code = getter(coded=True)
+            return matrix, int(code)
+        except Exception:  # undecodable quaternions: the raw fields below are still copied
+            return None, int(hdr["qform_code"])
+
+    qform, qcode = coded(hdr.get_qform)
+    sform, scode = coded(hdr.get_sform)
     return {
         "header_class": type(hdr).__name__,
-        "affine": np.asarray(img.affine, dtype=float).tolist(),
+        "affine": None,  # set by read_nifti: the affine that places the image
         "qform": _matrix_or_none(qform),
         "qform_code": int(qcode),
         "sform": _matrix_or_none(sform),
@@ -72,7 +83,7 @@ def _header_geometry(img: nib.Nifti1Image) -> dict[str, Any]:
         "qoffset": [float(hdr["qoffset_x"]), float(hdr["qoffset_y"]), float(hdr["qoffset_z"])],
         "srow": [[float(v) for v in hdr[f"srow_{a}"]] for a in "xyz"],
         "pixdim": [float(v) for v in hdr["pixdim"]],
-        "zooms": [float(z) for z in hdr.get_zooms()],
+        "zooms": [float(z) for z in hdr["pixdim"][1 : len(img.shape) + 1]],
         "xyzt_units": int(hdr["xyzt_units"]),
         "dim_info": int(hdr["dim_info"]),
         "on_disk_dtype": str(hdr.get_data_dtype()),
@@ -82,52 +93,150 @@ def _header_geometry(img: nib.Nifti1Image) -> dict[str, Any]:
     }
 
 
+_MAX_VOXEL_MM = 1e4  # 10 m voxels: no scanner writes these; a corrupt or absurd sform does
+_MAX_ORIGIN_MM = 1e6
+_RGB_FIELDS = (("R", "G", "B"), ("R", "G", "B", "A"))
+
+
+def _affine_problem(affine: np.ndarray) -> str | None:
+    """Why an ``(i, j, k) -> RAS`` affine cannot place an image, or None if it can."""
+    affine = np.asarray(affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        return "holds non-finite values: NaN or infinity"
+    linear = affine[:3, :3]
+    sizes = np.linalg.norm(linear, axis=0)
+    if np.any(sizes < 1e-6) or abs(np.linalg.det(linear)) < 1e-6 * float(np.prod(np.maximum(sizes, 1e-300))):
+        return f"is singular: voxel axes of length {[round(float(v), 6) for v in sizes]} mm or not independent"
+    if np.any(sizes > _MAX_VOXEL_MM) or np.any(np.abs(affine[:3, 3]) > _MAX_ORIGIN_MM):
+        return (f"has absurd values: voxel sizes {[float(f'{v:.4g}') for v in sizes]} mm, "
+                f"origin {[float(f'{v:.4g}') for v in affine[:3, 3]]} mm")
+    return None
+
+
+def _placing_affine(img: nib.Nifti1Image, path: str) -> tuple[np.ndarray, str, list[str]]:
+    """The affine to place the image, where it came from, and warnings about ignored ones.
+
+    nibabel's choice (sform, else qform, else pixdim) first; a broken one is skipped for the next
+    valid one with a warning. None valid: :class:`MedVitReadError` naming each problem.
+    """
+    hdr = img.header
+    candidates: list[tuple[str, Any]] = []
+    with np.errstate(all="ignore"):
+        for name, getter in (("sform", hdr.get_sform), ("qform", hdr.get_qform)):
+            try:
+                matrix, code = getter(coded=True)
+            except Exception:  # e.g. quaternions that do not form a rotation
+                matrix, code = None, 1
+            if int(code) > 0:
+                candidates.append((name, matrix))
+        try:
+            candidates.append(("pixdim", hdr.get_base_affine()))
+        except Exception:
+            candidates.append(("pixdim", None))
+    problems: list[str] = []
+    for name, matrix in candidates:
+        problem = "cannot be decoded" if matrix is None else _affine_problem(matrix)
+        if problem is None:
+            how = "voxel sizes (pixdim) only: its position and orientation are unknown" if name == "pixdim" else name
+            notes = [f"{path}: ignored the NIfTI {p}; the image is placed by its {how}" for p in problems]
+            return np.asarray(matrix, dtype=float), name, notes
+        problems.append(f"{name} ({problem})")
+    raise MedVitReadError(f"{path}: the NIfTI header cannot place the image: " + "; ".join(problems))
+
+
 def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     """Read a ``.nii``/``.nii.gz`` file as a ``(z, y, x)`` or ``(t, z, y, x)`` array and its meta.
 
     2D images become a single-slice volume; trailing singleton dimensions beyond the fourth
-    are dropped. Raises :class:`MedVitReadError` for missing, corrupt or unsupported files.
+    are dropped. RGB24 / RGBA32 voxels become an RGB image (channel last, ``meta.rgb``; alpha
+    dropped). A sagittal or coronal storage order comes back in display order
+    (:mod:`napari_medvit.io.orientation`).
+
+    Raises :class:`MedVitReadError` naming the file for missing, corrupt or unsupported files:
+    complex voxels (refused: save the magnitude), a zero-sized axis, a header whose sform, qform
+    and pixdim all fail to place the image (non-finite, singular or absurd; a broken sform with
+    a valid qform is skipped with a warning), and :class:`~napari_medvit.io.limits.ImageTooLargeError`
+    when the header declares more voxels than the memory budget, before any voxel is read.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MedVitReadError(f"{path}: no such NIfTI file")
     try:
-        img = nib.load(path)
+        with warnings.catch_warnings(), nib.imageglobals.LoggingOutputSuppressor():
+            warnings.simplefilter("ignore")  # nibabel's header repair notes; problems are reported below
+            img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for corrupt files (gzip, struct, ...)
         raise MedVitReadError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise MedVitReadError(f"{path}: expected a NIfTI image, nibabel found a {type(img).__name__}")
 
-    shape = tuple(int(s) for s in img.shape)
+    try:
+        shape = tuple(int(s) for s in img.shape)
+        on_disk = np.dtype(img.header.get_data_dtype())
+    except Exception as exc:
+        raise MedVitReadError(f"{path}: the NIfTI header is corrupt ({type(exc).__name__}: {exc})") from exc
+    if any(s <= 0 for s in shape):
+        raise MedVitReadError(f"{path}: the NIfTI header declares a zero-sized axis (shape {shape}); the file holds no image")
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 4:
         raise MedVitReadError(f"{path}: {len(img.shape)}D NIfTI images (shape {img.shape}) are not supported")
     if len(shape) < 2:
         raise MedVitReadError(f"{path}: NIfTI image of shape {img.shape} has fewer than 2 dimensions")
+    rgb = on_disk.names is not None
+    if rgb and tuple(on_disk.names) not in _RGB_FIELDS:
+        raise MedVitReadError(f"{path}: unsupported structured NIfTI voxel type with fields {on_disk.names}")
+    if rgb and len(shape) > 3:
+        raise MedVitReadError(f"{path}: 4D RGB NIfTI images (shape {shape}) are not supported")
+    if on_disk.kind == "c":
+        raise MedVitReadError(
+            f"{path}: complex-valued voxels ({on_disk}) are not supported; save the magnitude (numpy.abs) "
+            "or the real part as a real-valued NIfTI")
+    if not rgb and on_disk.kind not in "biuf":
+        raise MedVitReadError(f"{path}: unsupported NIfTI voxel type {on_disk}")
+    affine, affine_source, notes = _placing_affine(img, path)
+
+    try:
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    except (AttributeError, TypeError, ValueError):
+        slope, inter = 1.0, 0.0
+    scaled = not rgb and (slope != 1.0 or inter != 0.0)
+    # decoded values (float64 while nibabel scales), plus the contiguous copy in display order
+    itemsize = 8 if scaled else (3 if rgb else on_disk.itemsize)
+    check_allocation(path, shape, itemsize * 2, "the NIfTI header")
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated or corrupt data block
         raise MedVitReadError(f"{path}: cannot read the NIfTI voxel data ({type(exc).__name__}: {exc})") from exc
     data = data.reshape(shape + (1,) * (3 - len(shape)))  # 2D -> single slice
+    if rgb:
+        data = np.stack([np.asarray(data[c]) for c in "RGB"], axis=-1).astype(np.uint8, copy=False)
 
     if data.dtype.byteorder not in ("=", "|"):  # e.g. big-endian '>i2' files
         data = data.astype(data.dtype.newbyteorder("="))
-    if data.dtype == np.float64 and img.get_data_dtype().kind != "f":
+    if data.dtype == np.float64 and on_disk.kind != "f":
         data = data.astype(np.float32)  # scaled integers: float32 is plenty
-    order = (2, 1, 0) if data.ndim == 3 else (3, 2, 1, 0)
-    array = np.ascontiguousarray(data.transpose(order))
+    n_spatial = data.ndim - (1 if rgb else 0)
+    order = (2, 1, 0) if n_spatial == 3 else (3, 2, 1, 0)
+    array = np.ascontiguousarray(data.transpose(order + ((3,) if rgb else ())))
 
     geometry = _header_geometry(img)
+    geometry["affine"] = affine.tolist()
+    geometry["affine_source"] = affine_source
     geometry["shape"] = [int(s) for s in data.shape[:3]]
-    geometry["full_shape"] = [int(s) for s in data.shape]
+    geometry["full_shape"] = [int(s) for s in data.shape[:n_spatial]]
     meta = ImageMeta.from_affine(
-        nifti_to_world_affine(img.affine),
+        nifti_to_world_affine(affine),
         axes=("z", "y", "x"),
         source_path=os.path.abspath(path),
         modality=None,
+        rgb=rgb,
         extra={NIFTI_EXTRA_KEY: geometry},
     )
+    if notes:
+        meta.extra["warnings"] = notes
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=2)
     return to_display_order(array, meta)  # sagittal/coronal storage: axes reordered, undone on write
 
 
