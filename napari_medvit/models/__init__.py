@@ -58,7 +58,16 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
             config_overrides = {**manifest.config, **config_overrides}
     try:
         model = factory(**{**spec.factory_args, **config_overrides})
-    except TypeError as exc:
+    except (AssertionError, RuntimeError, TypeError, ValueError) as exc:
+        if manifest is not None and manifest.config and not isinstance(exc, CheckpointError):
+            # the configuration came (at least partly) from the checkpoint: name the file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"{os.fspath(checkpoint)}: the configuration in its manifest does not build {name!r} "
+                f"({type(exc).__name__}: {reason}); configuration {config_overrides}"
+            ) from exc
+        if not isinstance(exc, TypeError):
+            raise
         raise ValueError(f"{name}: invalid configuration {config_overrides}: {exc}") from exc
     if new_head and state is None:
         raise ValueError(f"{name}: new_head replaces a checkpoint's class head; no checkpoint was given")

@@ -153,12 +153,13 @@ def read_truenet_folder(path: str | Path) -> dict[str, torch.Tensor] | None:
     files = {p: sorted(root.glob(f"*_{p}.pth")) for p in PLANES}
     if not all(len(v) == 1 for v in files.values()):
         return None
+    from napari_medvit.models.checkpoint import load_torch_file, unwrap_state_dict
+
     state: dict[str, torch.Tensor] = {}
     for plane, (file,) in files.items():
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
-            obj = obj["model_state_dict"]
-        state.update({f"{plane}.{k}": v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+        name = f"{root.name}/{file.name}"
+        plane_state, _ = unwrap_state_dict(load_torch_file(file, name), name)  # CheckpointError naming the file
+        state.update({f"{plane}.{k}": v for k, v in plane_state.items()})
     return state
 
 
