@@ -1,9 +1,11 @@
 """Headless command line: the same code paths as the viewer, without Qt.
 
+    medvit [--debug] COMMAND ...                    # --debug: a traceback with every error message
     medvit models                                   # list registered models
-    medvit infer IMAGE -o MASK [--model transfuse_s] [--checkpoint FILE] [--device auto] [--precision fp32]
-    medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume] [--config KEY=VALUE]
-                    [--max-minutes M]                # time budget: stop after the epoch that ends past M minutes
+    medvit infer IMAGE -o MASK [--overwrite] [--model transfuse_s] [--checkpoint FILE] [--device auto]
+                 [--precision fp32]
+    medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume | --overwrite]
+                    [--config KEY=VALUE] [--max-minutes M]  # time budget: stop after the epoch that ends past M minutes
     torchrun --nproc_per_node N -m napari_medvit.cli finetune EXPORT_DIR --out RUN_DIR ...   # data-parallel
     medvit export IMAGE LABELS --dataset DIR [--case ID] [--original MASK] [--labels background,lesion]
                   [--model NAME [--checkpoint FILE]]          # nnU-Net layout: imagesTr/, labelsTr/, dataset.json
@@ -13,7 +15,7 @@
     medvit synth brain --out DIR --n 40 [--seed 0] [--spacing 2.0]          # FLAIR + T1 + lesion masks
     medvit synth dementia --out DIR --n 300 [--seed 0]                      # DAFT: volumes + tabular rows
     medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
-    medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors [--check-fraction 0.2]  # (fp16) demo weights
+    medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors [--overwrite] [--check-fraction 0.2]  # demo weights
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
 MASK is written as NIfTI with the image's geometry (.nii/.nii.gz) or as PNG (2D images).
@@ -26,15 +28,33 @@ only rank 0 writes files and prints.
 :mod:`napari_medvit.training.export`); nothing is overwritten, an existing case id gets a new
 version (``<case>_v2`` ...). Boxes files: CSV with the header ``y0,x0,y1,x1,class`` (pixels, class
 by name), or JSON, a list of ``{"y0": .., "x0": .., "y1": .., "x1": .., "class": ".."}``.
-Bad input ends with a message on stderr and exit code 2.
+
+Nothing the user owns is overwritten. A file a command writes (``infer -o``, ``package --to``) must
+not be, or resolve to (symbolic or hard link), one of the command's inputs, nor lie inside an input
+folder (a DICOM series); an existing one is replaced only with ``--overwrite`` (atomically: a new
+file is swapped in, a link is replaced, never written through). Its folder must exist and be
+writable and its type supported: all checked before a model is built or run. ``synth --out`` must be
+a new or empty folder. ``finetune --out`` may be a new folder (made once the inputs are checked: a
+refused run leaves none behind) or an empty one; a folder holding a run (epoch checkpoints,
+history.json, best.pt, versions/, active.json) needs ``--resume`` (continue it) or ``--overwrite``
+(start afresh there; its promoted versions and their numbers are kept), and it must not be the
+export folder. ``export`` never overwrites (a new case version).
+
+Exit codes: 0 success; 2 bad input (a missing, unreadable or inconsistent file, a refused output,
+a bad option value: ValueError, including the readers' MedVitReadError and CheckpointError, and
+OSError), with one line ``medvit COMMAND: <the file and the problem>`` on stderr; 1 an unexpected
+error, i.e. a bug (one line pointing at ``--debug``); 130 interrupted (Ctrl-C). A traceback is
+printed only with ``--debug`` (before or after the command: ``medvit --debug infer ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 
@@ -44,12 +64,92 @@ if TYPE_CHECKING:
     from napari_medvit.io import ImageMeta
 
 
+# -- files the commands write: never an input, never an existing file without --overwrite ----------
+def _resolved(path: str | Path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def _inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` (resolved, links followed) is ``folder`` or lies somewhere below it."""
+    p, f = _resolved(path), _resolved(folder)
+    return p == f or f in p.parents
+
+
+def _is_same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # symbolic and hard links, case-insensitive file systems
+    except OSError:
+        return False
+
+
+def _refuse_inputs(path: str | Path, option: str, inputs: Sequence[tuple[str, str | None]]) -> None:
+    """ValueError when ``path`` is, or resolves to, one of ``inputs`` ((what, path)) or lies inside an input folder."""
+    for what, given in inputs:
+        if not given or not os.path.lexists(given):
+            continue
+        if os.path.isdir(given):
+            if _inside(path, given):
+                raise ValueError(f"{option} {path} lies inside the input folder {given} ({what}): writing there "
+                                 "would change the input; choose an output outside it")
+        elif _is_same_file(path, given) or _resolved(path) == _resolved(given):
+            raise ValueError(f"{option} {path} is the input file {given} ({what}): refusing to overwrite an input; "
+                             "choose another output file")
+
+
+def _check_output_file(path: str, option: str, *, suffixes: Sequence[str], overwrite: bool,
+                       inputs: Sequence[tuple[str, str | None]] = ()) -> Path:
+    """The checks a file named by the user passes before anything is computed (see the module docstring)."""
+    out = Path(path)
+    _refuse_inputs(out, option, inputs)
+    if path.endswith(("/", os.sep)) or out.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give the file to write")
+    if not out.name.lower().endswith(tuple(suffixes)):
+        raise ValueError(f"{option} {path}: unsupported file type; use {', '.join(suffixes)}")
+    if os.path.lexists(out) and not overwrite:
+        raise ValueError(f"{option} {path}: the file exists; give --overwrite to replace it")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+    return out
+
+
+def _read_input(path: str, what: str) -> tuple[Any, ImageMeta]:
+    """:func:`~napari_medvit.io.read_image` for a file the user named; any failure is this file's problem
+    (bad input, exit 2), and so is an array the models cannot take (e.g. an RGB24 NIfTI's structured voxels)."""
+    from napari_medvit.io import read_image
+
+    try:
+        image, meta = read_image(path)
+    except (ValueError, OSError) as exc:
+        if Path(path).name in str(exc) or getattr(exc, "filename", None):
+            raise
+        raise ValueError(f"{what} {path}: {exc}") from exc
+    except Exception as exc:  # a reader failing on this file without saying so (e.g. a text RescaleSlope)
+        raise ValueError(f"{what} {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    dtype = getattr(image, "dtype", None)
+    if dtype is None or dtype.kind not in "biuf":
+        raise ValueError(f"{what} {path}: unsupported voxel type {dtype} (e.g. an RGB24 NIfTI); "
+                         "convert it to a numeric image (one channel, or RGB as three)")
+    return image, meta
+
+
+_MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
+
+
 def _infer(args: argparse.Namespace) -> int:
-    from napari_medvit.inference import Predictor
-    from napari_medvit.io import read_image, write_nifti_labels, write_png_labels
+    out = _check_output_file(args.output, "-o", suffixes=_MASK_SUFFIXES, overwrite=args.overwrite,
+                             inputs=[("IMAGE", args.image), ("--checkpoint", args.checkpoint)])
+    image, meta = _read_input(args.image, "IMAGE")
+    if out.name.lower().endswith(".png") and meta.ndim != 2:
+        raise ValueError(f"-o {args.output}: a PNG holds a 2D mask but IMAGE {args.image} is {meta.ndim}D; "
+                         "use .nii.gz or .nii")
+
+    from napari_medvit.inference import Predictor  # torch: only once the files are known to be right
+    from napari_medvit.io import write_nifti_labels, write_png_labels
     from napari_medvit.models import create_model
 
-    image, meta = read_image(args.image)
     model = create_model(args.model, checkpoint=args.checkpoint)
     predictor = Predictor(model, device=args.device, precision=args.precision)
 
@@ -60,13 +160,11 @@ def _infer(args: argparse.Namespace) -> int:
     prediction = predictor.predict(image, meta, progress=report)
     if not args.quiet:
         print(file=sys.stderr)
-    out = Path(args.output)
-    if out.name.endswith((".nii", ".nii.gz")):
-        write_nifti_labels(out, prediction.labels, meta)
-    elif out.suffix == ".png":
-        write_png_labels(out, prediction.labels)
+    _refuse_inputs(out, "-o", [("IMAGE", args.image)])  # still not the input (nothing moved it meanwhile)
+    if out.name.lower().endswith((".nii", ".nii.gz")):
+        write_nifti_labels(out, prediction.labels, meta)  # both writers swap a finished file in (atomic_write)
     else:
-        raise SystemExit(f"medvit infer: unsupported output {out.name!r}; use .nii.gz, .nii or .png")
+        write_png_labels(out, prediction.labels)
     weights = prediction.provenance["weights"]
     print(f"{out}: {int(prediction.labels.sum())} foreground voxels, {args.model} ({weights}), "
           f"{prediction.provenance['seconds']:.2f} s on {prediction.provenance['device']}")
@@ -90,10 +188,41 @@ def _parse_config(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+_RUN_FILES = ("epoch_*.pt", "history.json", "best.pt", "active.json", "versions/v*.safetensors")
+
+
+def _run_files(folder: Path) -> list[str]:
+    """The files of a fine-tuning run in ``folder`` (relative names, sorted)."""
+    if not folder.is_dir():
+        return []
+    return sorted({str(p.relative_to(folder)) for pattern in _RUN_FILES for p in folder.glob(pattern)
+                   if not p.name.startswith(".")})
+
+
+def _check_run_folder(args: argparse.Namespace) -> None:
+    """``finetune --out``: a new or empty folder, or a run's folder with --resume (continue) or --overwrite."""
+    out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("give --resume (continue the run in --out) or --overwrite (start afresh there), not both")
+    if os.path.lexists(out) and not out.is_dir():
+        raise ValueError(f"--out {args.out}: not a folder; the run folder must be a folder or a new path")
+    if out.is_dir() and Path(args.dataset).is_dir() and _is_same_file(out, args.dataset):
+        raise ValueError(f"--out {args.out} is the export folder {args.dataset}; give the run a folder of its own")
+    found = _run_files(out)
+    if args.resume and not any(f.startswith("epoch_") for f in found):
+        what = "does not exist" if not out.exists() else "holds no epoch checkpoint (epoch_NNN.pt)"
+        raise ValueError(f"--out {args.out} {what}: nothing to resume; leave out --resume to start a run")
+    if found and not (args.resume or args.overwrite):
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise ValueError(f"--out {args.out} holds a fine-tuning run ({shown}); continue it with --resume, or give "
+                         "--overwrite to start afresh there (its promoted versions are kept)")
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from napari_medvit.training.distributed import env_rank
-    from napari_medvit.training.finetune import FinetuneConfig, finetune
+    from napari_medvit.training.finetune import FinetuneConfig, ResumeError, finetune
 
+    _check_run_folder(args)
     cfg = FinetuneConfig(dataset=args.dataset, out_dir=args.out, model=args.model, checkpoint=args.checkpoint,
                          epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
                          seed=args.seed, size=tuple(args.size) if args.size else None, patience=args.patience,
@@ -107,6 +236,8 @@ def _finetune(args: argparse.Namespace) -> int:
         except StopIteration as stop:
             result = stop.value
             break
+        except ResumeError as exc:
+            raise ResumeError(f"{exc} (--overwrite instead of --resume)") from exc
         if event.kind == "baseline":
             print(f"base model: validation {event.metric} {event.val_metric:.3f}", flush=True)
         elif event.kind == "epoch":
@@ -163,10 +294,9 @@ def _label_array(path: str, image_meta: ImageMeta, what: str) -> np.ndarray:
     """A label image read with the plugin's readers, checked against the image it labels."""
     import numpy as np
 
-    from napari_medvit.io import read_image
     from napari_medvit.io.frames import is_frame_path
 
-    labels, meta = read_image(path)
+    labels, meta = _read_input(path, what)
     labels = np.asarray(labels)
     if meta.rgb:
         raise ValueError(f"{what} {path}: an RGB image, not a label image (one integer value per pixel)")
@@ -245,7 +375,6 @@ def _export(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from napari_medvit.io import read_image
     from napari_medvit.training import export as ex
 
     forms = [name for name, given in (("LABELS", args.labels_file), ("--boxes", args.boxes),
@@ -260,7 +389,11 @@ def _export(args: argparse.Namespace) -> int:
             raise ValueError(f"{option} goes with {form}, not with {forms[0]}")
     prov = _export_provenance(args)
     tabular = _parse_tabular(args.tabular)
-    image, meta = read_image(args.image)
+    if os.path.lexists(args.dataset) and not Path(args.dataset).is_dir():
+        raise ValueError(f"--dataset {args.dataset}: not a folder; give the export folder (created if missing)")
+    _refuse_inputs(Path(args.dataset), "--dataset", [("IMAGE", args.image), ("LABELS", args.labels_file),
+                                                     ("--original", args.original)])
+    image, meta = _read_input(args.image, "IMAGE")
     case_id = args.case or _default_case_id(args.image)
     root = Path(args.dataset)
 
@@ -349,6 +482,10 @@ def _synth(args: argparse.Namespace) -> int:
         options["spacing"] = args.spacing
     if args.shape and args.kind != "endoscopy":
         raise ValueError("--shape applies to the endoscopy dataset only")
+    out = Path(args.out)
+    if os.path.lexists(out) and not (out.is_dir() and not any(out.iterdir())):
+        what = "is not a folder" if not out.is_dir() else "is not empty"
+        raise ValueError(f"--out {args.out} {what}: synth writes a dataset into a new or empty folder")
     summary = write_synthetic(args.kind, args.out, args.n, args.seed, workers=args.workers, **options)
     print(json.dumps(summary, indent=1))
     return 0
@@ -368,8 +505,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _package(args: argparse.Namespace) -> int:
     import json
 
+    from napari_medvit.training.finetune import active_checkpoint
     from napari_medvit.training.package import package
 
+    run = Path(args.run)  # a run folder (the output may go into it, not over its active version) or a file
+    source = active_checkpoint(run) if run.is_dir() else args.run
+    _check_output_file(args.to, "--to", suffixes=(".safetensors", ".pt", ".pth"), overwrite=args.overwrite,
+                       inputs=[("the version to package", source), ("--test", args.test)])
     test = package(args.run, args.test, args.to, fp16=not args.fp32, description=args.description or "",
                    device=args.device, check_fraction=args.check_fraction)
     print(json.dumps(test, indent=1))
@@ -377,19 +519,32 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``medvit infer: <problem> (see medvit infer --help)``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medvit", description="napari-medvit headless tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("infer", help="run a model on an image file and save the mask")
+    parser = _Parser(prog="medvit", description="napari-medvit headless tools; exit codes: 0 done, 2 bad input, "
+                     "1 unexpected error (a bug), 130 interrupted")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (after any command)")
+    common = argparse.ArgumentParser(add_help=False)  # --debug also after the command's name
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("infer", parents=[common], help="run a model on an image file and save the mask")
     p.add_argument("image", help="NIfTI / DICOM file or folder / PNG, JPG, TIF frame")
-    p.add_argument("-o", "--output", required=True, help="mask file: .nii.gz, .nii or .png")
+    p.add_argument("-o", "--output", required=True, help="mask file: .nii.gz, .nii or .png (not an input)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--model", default="transfuse_s")
     p.add_argument("--checkpoint", default=None, help=".safetensors/.pt/.pth (default: untrained weights)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_infer)
-    f = sub.add_parser("finetune", help="fine-tune a model on an export folder (the viewer's code path; torchrun-able)")
+    f = sub.add_parser("finetune", parents=[common],
+                       help="fine-tune a model on an export folder (the viewer's code path; torchrun-able)")
     f.add_argument("dataset", help="export folder (dataset.json + imagesTr/ + labelsTr/, annotations.json or labels.csv)")
     f.add_argument("--out", required=True, help="run folder: epoch checkpoints, versions/, active.json")
     f.add_argument("--model", default="transfuse_s")
@@ -405,12 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", choices=DEVICES)
     f.add_argument("--precision", default="fp32", choices=PRECISIONS)
     f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
+    f.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run (its promoted versions are kept)")
     f.add_argument("--max-minutes", type=float, default=None,
                    help="time budget: stop after the epoch that ends past this many minutes of training")
     f.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="model configuration override (repeatable; VALUE as JSON), e.g. channels=[8,16]")
     f.set_defaults(func=_finetune)
-    e = sub.add_parser("export", help="add a corrected mask, boxes or class label to an export folder (the viewer's)")
+    e = sub.add_parser("export", parents=[common],
+                       help="add a corrected mask, boxes or class label to an export folder (the viewer's)")
     e.add_argument("image", help="the image: NIfTI / DICOM file or folder / PNG, JPG, TIF frame")
     e.add_argument("labels_file", nargs="?", default=None, metavar="LABELS",
                    help="label image on the image's grid -> nnU-Net layout (imagesTr/, labelsTr/, dataset.json)")
@@ -431,44 +589,87 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tabular", default=None, metavar="K=V,...", help="DAFT tabular row, e.g. age=71,sex=1 "
                    "(an empty value is missing)")
     e.set_defaults(func=_export)
-    y = sub.add_parser("synth", help="write a synthetic dataset as export folders (the demo checkpoints' data)")
+    y = sub.add_parser("synth", parents=[common],
+                       help="write a synthetic dataset as export folders (the demo checkpoints' data)")
     y.add_argument("kind", choices=("endoscopy", "brain", "dementia"), help="which generator")
-    y.add_argument("--out", required=True, help="a new folder")
+    y.add_argument("--out", required=True, help="a new or empty folder")
     y.add_argument("--n", type=int, required=True, help="number of cases")
     y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")
     y.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
     y.add_argument("--spacing", type=float, default=None, help="voxel size in mm (brain; default 2.0)")
     y.add_argument("--workers", type=int, default=1, help="generate the cases in this many processes (same data)")
     y.set_defaults(func=_synth)
-    v = sub.add_parser("evaluate", help="score a model on every case of an export folder (the task's metric)")
+    v = sub.add_parser("evaluate", parents=[common],
+                       help="score a model on every case of an export folder (the task's metric)")
     v.add_argument("dataset", help="export folder")
     v.add_argument("--model", required=True)
     v.add_argument("--checkpoint", default=None)
     v.add_argument("--size", type=int, nargs="+", default=None, help="input size (default: the model's)")
     v.add_argument("--device", default="cpu", choices=DEVICES)
     v.set_defaults(func=_evaluate)
-    k = sub.add_parser("package", help="a fine-tuning run's active version -> demo checkpoint with its test metric")
+    k = sub.add_parser("package", parents=[common],
+                       help="a fine-tuning run's active version -> demo checkpoint with its test metric")
     k.add_argument("run", help="run folder (its active version) or a checkpoint file")
     k.add_argument("--test", required=True, help="held-out export folder: its metric goes into the manifest")
-    k.add_argument("--to", required=True, help="output .safetensors")
+    k.add_argument("--to", required=True, help="output .safetensors (its folder must exist)")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     k.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage)")
     k.add_argument("--description", default=None, help="the manifest's one-line description (shown in the viewer)")
     k.add_argument("--device", default="cpu", choices=DEVICES)
     k.add_argument("--check-fraction", type=float, default=None,
                    help="also record the metric on this fixed share of the test cases (for quick re-checks)")
     k.set_defaults(func=_package)
-    m = sub.add_parser("models", help="list the registered models")
+    m = sub.add_parser("models", parents=[common], help="list the registered models")
     m.set_defaults(func=_models)
     return parser
 
 
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe(exc: BaseException) -> tuple[int, str]:
+    """(exit code, message) of an exception that ended a command; see the module docstring."""
+    import json
+
+    if isinstance(exc, json.JSONDecodeError):  # a JSON file not caught where it was read: no name to give
+        return EXIT_BAD_INPUT, f"a file is not valid JSON ({exc}); --debug shows which one was read"
+    if isinstance(exc, ValueError):  # bad input; ours (and the readers') name the file and the problem
+        return EXIT_BAD_INPUT, _one_line(str(exc) or type(exc).__name__)
+    if isinstance(exc, OSError):
+        name = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        text = exc.strerror or str(exc) or type(exc).__name__
+        return EXIT_BAD_INPUT, _one_line(f"{name}: {text}" if name else text)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # also torch's (CUDA) one
+        return EXIT_BAD_INPUT, _one_line(f"out of memory ({exc}); try a smaller --batch-size or --size, or "
+                                         "another --device")
+    return EXIT_BUG, _one_line(f"unexpected error ({type(exc).__name__}: {exc}); this is a bug, not a problem "
+                               "with the input as far as the program knows: rerun with --debug for the traceback "
+                               "and report it")
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    kept = [f for f in _run_files(Path(args.out)) if f.startswith("epoch_")] if args.command == "finetune" else []
+    return f"interrupted; {kept[-1]} in {args.out} is kept: continue with --resume" if kept else "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (see the module docstring): errors are one line on stderr."""
+    import traceback
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as exc:  # bad input: a clear message, no traceback
-        print(f"medvit {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, Exception) as exc:
+        code, message = (EXIT_INTERRUPTED, _interrupted(args)) if isinstance(exc, KeyboardInterrupt) else _describe(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(f"medvit {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -100,12 +100,15 @@ def read_labels(dataset: str | Path) -> list[dict[str, str]]:
     path = root / "labels.csv"
     if not path.is_file():
         raise ValueError(f"{root}: no labels.csv — export class labels (export_class_label) into this folder first")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("case_id", "label", "image") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ("case_id", "label", "image") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
+            rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:  # not text, or broken quoting
+        raise ValueError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from exc
     for n, row in enumerate(rows, start=2):
         case = row["case_id"] or f"(line {n})"
         if not row["case_id"]:

@@ -148,7 +148,7 @@ def read_coco(dataset: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         coco = json.loads(path.read_text())
         images, annotations, categories = coco["images"], coco.get("annotations", []), coco["categories"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a COCO annotation file ({exc})") from None
     if not categories:
         raise ValueError(f"{path}: no categories")

@@ -238,9 +238,16 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     root = Path(dataset)
     (root / "images").mkdir(parents=True, exist_ok=True)
     ann_path = root / "annotations.json"
-    coco = json.loads(ann_path.read_text()) if ann_path.exists() else {
-        "images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)]}
-    if [c["name"] for c in coco["categories"]] != list(categories):
+    try:
+        coco = json.loads(ann_path.read_text()) if ann_path.exists() else {
+            "images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)]}
+        known = [c["name"] for c in coco["categories"]]
+        if not (isinstance(coco["images"], list) and isinstance(coco["annotations"], list)):
+            raise TypeError("'images' and 'annotations' must be lists")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{ann_path}: not a COCO annotations file ({type(exc).__name__}: {exc}); fix or move it "
+                         "before exporting into this folder") from exc
+    if known != list(categories):
         raise ValueError(f"{ann_path} has categories {[c['name'] for c in coco['categories']]}, not {categories}")
     names = {img["file_name"] for img in coco["images"]}
     name = f"{image_id}.png"

@@ -7,8 +7,9 @@ segmentation, classification (CrossViT, timm baselines, DAFT with tabular rows a
 ResNet) or detection
 (SMCA-DETR); each brings its paper's loss, optimiser and validation metric. The steps:
 
-1. the export folder's cases are split into training and validation with a fixed seed
-   (``val_fraction``);
+1. the export folder is checked (an nnU-Net folder must agree with its ``dataset.json``: see
+   :mod:`napari_medvit.training.tasks`; anything else stops with a ValueError naming the file)
+   and its cases are split into training and validation with a fixed seed (``val_fraction``);
 2. the base model (registry name + optional checkpoint) is scored on the validation cases first;
 3. each epoch trains (mixed precision with ``precision`` "bf16"/"fp16"), scores the validation
    cases, and writes ``epoch_NNN.pt`` atomically (weights, optimiser state, history; the previous
@@ -17,9 +18,19 @@ ResNet) or detection
 4. early stopping after ``patience`` epochs without improvement, or after the epoch that ends past
    ``max_minutes`` of training (a time budget; the result and the manifest say so);
 5. promotion: the best epoch becomes ``versions/vN.safetensors`` (with a manifest: base checkpoint
-   sha256, data summary, both metric figures) and ``active.json`` points at it only if it beats
-   the base on the same validation cases; otherwise the base stays active and the result says
-   so with both figures. :func:`rollback` makes an earlier version active again.
+   sha256, data summary, both metric figures, the promotion rule) and ``active.json`` points at it
+   only if it beats the base on the same validation cases and there were at least
+   :data:`MIN_VALIDATION_CASES` of them; otherwise the base stays active and the result says so
+   with both figures (or the number of validation cases). A new version never replaces an
+   existing file (N is one more than the highest). :func:`rollback` makes an earlier version
+   active again.
+
+The run folder ``out_dir`` is created only when the first epoch's checkpoint is written, so a run
+refused for its inputs (the data, the model configuration, a damaged epoch checkpoint to resume
+from, fp16 on a CPU) leaves no folder behind; folders it created and left empty by a failure are
+removed again (only empty ones it created itself, never a pre-existing folder or any file).
+Resuming (``resume=True``) reads and checks the last ``epoch_NNN.pt`` before the baseline: a
+damaged or foreign one is a :class:`ResumeError` (a ValueError) naming the file and the way out.
 
 Launched by ``torchrun --nproc_per_node N`` (e.g. ``torchrun --nproc_per_node 2 -m napari_medvit.cli
 finetune ...``) the same generator runs data-parallel in every process (DistributedDataParallel; nccl
@@ -32,6 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -43,11 +56,21 @@ import torch
 
 from napari_medvit.inference import resolve_device
 from napari_medvit.inference.predictor import autocast_dtype
-from napari_medvit.io import atomic_write
+from napari_medvit.io import atomic_write, finished_files
 from napari_medvit.models import create_model, get_spec
 from napari_medvit.models.checkpoint import Manifest, file_sha256, save_checkpoint
 from napari_medvit.models.manifest import strip_module_prefix
-from napari_medvit.training.tasks import Task, make_task, split, task_class  # noqa: F401  (split: public API)
+from napari_medvit.training.tasks import Task, make_task, read_json, task_class
+from napari_medvit.training.tasks import split  # noqa: F401  (public API)
+
+MIN_VALIDATION_CASES = 2
+"""A fine-tuned version is promoted (made active) only when validated on at least this many cases: a
+validation metric of a single case says too little to replace the model a user works with. Recorded
+in the message of a refused run and in the manifest of a promoted version."""
+
+
+class ResumeError(ValueError):
+    """The epoch checkpoint to resume from cannot be used (damaged, not an epoch checkpoint, another model)."""
 
 
 @dataclass
@@ -126,12 +149,91 @@ def finetune(cfg: FinetuneConfig) -> Generator[Event, None, FinetuneResult]:
 
 
 def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneResult]:
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: not a folder; the run folder must be a folder or a path that does not exist yet")
+    if out.is_dir() and Path(cfg.dataset).is_dir() and os.path.samefile(out, cfg.dataset):
+        raise ValueError(f"{out}: the run folder is the export folder itself; give the run a folder of its own")
+    created: list[Path] = []  # the folders this run made: removed again when a failure leaves them empty
+    try:
+        return (yield from _train(cfg, ctx, out, created))
+    except BaseException:  # also an interrupt, or a closed generator (the viewer's cancel)
+        _remove_empty(created)
+        raise
+
+
+def _make_folder(folder: Path, created: list[Path]) -> None:
+    """``mkdir -p folder``, recording (outermost first) the folders that did not exist."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        created.append(path)
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders of ``created`` that are still empty (innermost first; never a file, never a folder
+    that held anything)."""
+    for path in reversed(created):
+        try:
+            path.rmdir()  # only an empty folder
+        except OSError:
+            break
+
+
+def _read_resume_state(out: Path, model: torch.nn.Module, device: torch.device) -> tuple[Path, dict[str, Any]] | None:
+    """The last epoch checkpoint of ``out`` (path, state), checked against ``model``; None without one."""
+    files = finished_files(out, "epoch_*.pt")
+    if not files:
+        return None
+    path = files[-1]
+    versions = sorted(finished_files(out / "versions", "v*.safetensors"), key=lambda p: _version_number(p))
+
+    def fail(problem: str) -> ResumeError:
+        if len(files) > 1:
+            way = f"the earlier {files[-2].name} is still there: move {path.name} away to resume from it"
+        else:
+            way = "no other epoch checkpoint is left (a run keeps the last one only): start the run afresh"
+            if versions:
+                way += f", e.g. from its latest version {versions[-1].relative_to(out)} as the base checkpoint"
+        return ResumeError(f"{path}: cannot resume from this epoch checkpoint: {problem}; {way}")
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or damaged file: zip, pickle or EOF errors, whichever torch meets
+        raise fail(f"it is damaged or not a checkpoint ({type(exc).__name__}: {exc})") from exc
+    keys = ("model", "optimizer", "epoch", "history")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise fail(f"it is not an epoch checkpoint of a fine-tuning run (expected {list(keys)}, found {found})")
+    history = state["history"]
+    if not (isinstance(state["epoch"], int) and isinstance(history, list) and all(
+            isinstance(h, dict) and {"epoch", "train_loss", "val_metric"} <= set(h) for h in history)):
+        raise fail("its epoch number or history is malformed")
+    weights, own = strip_module_prefix(state["model"]), model.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        detail = "; ".join(f"{what}: {', '.join(sorted(ks)[:3])}{' ...' if len(ks) > 3 else ''}" for what, ks in
+                           (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)) if ks)
+        raise fail(f"its weights do not fit this model ({detail}); resume with the run's own model and configuration")
+    if history and not (out / "best.pt").is_file():
+        raise fail("the run's best.pt (the best epoch's weights, needed to promote) is missing")
+    return path, state
+
+
+def _version_number(path: Path) -> int:
+    digits = path.stem[1:]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _train(cfg: FinetuneConfig, ctx: Any, out: Path, created: list[Path]) -> Generator[Event, None, FinetuneResult]:
     from napari_medvit.training import distributed
 
     main = ctx.is_main
-    out = Path(cfg.out_dir)
-    if main:
-        (out / "versions").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = ctx.device
     spec = get_spec(cfg.model)
@@ -146,8 +248,20 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
                            size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
     if task.n_train == 0:
         raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training cases")
+    n_cases = task.n_train + len(task.val_ids)
+    if len(task.val_ids) < MIN_VALIDATION_CASES:  # said before training, not after it
+        fraction = math.ceil(100 * (MIN_VALIDATION_CASES - 0.5) / n_cases) / 100
+        while int(round(n_cases * fraction)) < MIN_VALIDATION_CASES:  # the split rounds half to even
+            fraction += 0.01
+        hint = (f"raise the validation fraction to {fraction:.2f} or export more cases"
+                if n_cases > MIN_VALIDATION_CASES else "export more cases")
+        raise ValueError(
+            f"{cfg.dataset}: val_fraction {cfg.val_fraction} leaves {len(task.val_ids)} of {n_cases} case(s) for "
+            f"validation; a result can only become active when it was validated on at least "
+            f"{MIN_VALIDATION_CASES} (MIN_VALIDATION_CASES): {hint}")
     metric = task.metric
     amp = _autocast(device, cfg.precision)  # checked before the (slow) baseline
+    resume = _read_resume_state(out, base, device) if cfg.resume else None  # also before the baseline
     base_metric = ctx.broadcast_float(task.evaluate(base))
     if main:
         yield Event("baseline", 0, val_metric=base_metric, metric=metric)
@@ -157,13 +271,18 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     history: list[dict[str, float]] = []
     start = 1
-    last = sorted(out.glob("epoch_*.pt"))
-    if cfg.resume and last:
-        state = torch.load(last[-1], map_location=device, weights_only=True)
-        model.load_state_dict(strip_module_prefix(state["model"]))
-        opt.load_state_dict(state["optimizer"])
+    if resume is not None:
+        path, state = resume
+        try:
+            model.load_state_dict(strip_module_prefix(state["model"]))
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ResumeError(f"{path}: cannot resume from this epoch checkpoint: its weights or optimiser state do "
+                              f"not fit this run ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                              "resume with the run's own model, configuration and settings, or start afresh") from exc
         history = [dict(h) for h in state["history"]]
         start = int(state["epoch"]) + 1
+        del state
     trained = distributed.wrap(model, ctx)  # DDP(MethodDispatch(model)) under torchrun; shares model's parameters
     best = max(history, key=lambda h: h["val_metric"], default=None)
     gen = torch.Generator().manual_seed(cfg.seed + start)
@@ -209,13 +328,15 @@ def _finetune(cfg: FinetuneConfig, ctx: Any) -> Generator[Event, None, FinetuneR
         if improved:
             best = history[-1]
         if main:
+            _make_folder(out, created)  # only now: a run refused for its inputs leaves no folder behind
             payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
             atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
             for old in out.glob("epoch_*.pt"):  # resuming needs the last one only (weights + optimiser: large)
                 if old != ckpt:
                     old.unlink(missing_ok=True)
             atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(
-                {"model": cfg.model, "metric": metric, "base_val_metric": base_metric, "epochs": history}, indent=1)))
+                {"model": cfg.model, "metric": metric, "base_val_metric": base_metric, "val_cases": len(task.val_ids),
+                 "min_validation_cases": MIN_VALIDATION_CASES, "epochs": history}, indent=1)))
             if improved:
                 atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
             yield Event("epoch", epoch, train_loss=history[-1]["train_loss"], val_metric=val, metric=metric)
@@ -249,10 +370,16 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
              task: Task, metric: str, base_metric: float, best_metric: float, best_epoch: int,
              synced_bn: bool, epochs_run: int, timed_out_after: int | None = None) -> Path:
     """Rank 0: the best epoch's weights become ``versions/vN.safetensors`` and the active version."""
-    weights = torch.load(out / "best.pt", map_location=ctx.device, weights_only=True)["model"]
-    model.load_state_dict(weights)
+    try:
+        weights = torch.load(out / "best.pt", map_location=ctx.device, weights_only=True)["model"]
+        model.load_state_dict(weights)
+    except Exception as exc:
+        raise ValueError(f"{out / 'best.pt'}: cannot read the best epoch's weights to promote them "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from exc
     model.cpu()
-    n = len(list((out / "versions").glob("v*.safetensors"))) + 1
+    (out / "versions").mkdir(exist_ok=True)
+    existing = finished_files(out / "versions", "v*.safetensors")
+    n = max((_version_number(p) for p in existing), default=0) + 1  # never the name of an existing file
     version = out / "versions" / f"v{n}.safetensors"
     info = getattr(base, "checkpoint_info", None)
     base_names = ((info.manifest or {}).get("class_names") if info else None) or list(spec.class_names)
@@ -268,6 +395,7 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
                **({"new_head": list(info.new_head)} if info is not None and info.new_head else {}),
                **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,
                "epoch": best_epoch, "epochs_run": epochs_run, "epochs_planned": cfg.epochs,
+               "promotion": {"min_validation_cases": MIN_VALIDATION_CASES, "validation_cases": len(task.val_ids)},
                **({"time_budget": {"max_minutes": cfg.max_minutes, "stopped_after_epoch": timed_out_after}}
                   if timed_out_after is not None else {}),
                **({"distributed": parallel} if parallel else {})})
@@ -293,7 +421,12 @@ def _set_active(out: Path, version: Path) -> None:
 
 def active_checkpoint(out_dir: str | Path) -> str | None:
     path = Path(out_dir) / "active.json"
-    return json.loads(path.read_text())["active"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("active"), str):
+        raise ValueError(f"{path}: expected {{\"active\": <version file>, ...}}, the record a promotion writes")
+    return record["active"]
 
 
 def rollback(out_dir: str | Path, version: str) -> str:

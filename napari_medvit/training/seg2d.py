@@ -10,7 +10,6 @@ optimiser, so that the comparison differs only in the network. Validation metric
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medvit.io import finished_files, read_image
+from napari_medvit.io import read_image
 from napari_medvit.training.augment import augment_2d
-from napari_medvit.training.tasks import Task, call, split
+from napari_medvit.training.tasks import Task, call, nnunet_cases, read_dataset_json, split
 from napari_medvit.transforms import scale_to_unit
 
 
@@ -42,20 +41,15 @@ def transfuse_loss(out: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Te
 
 
 def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(case id, RGB frame, binary mask) for every case of a 2D export folder."""
+    """(case id, RGB frame, binary mask) for every case of a 2D export folder; the folder must agree
+    with its dataset.json (:func:`~napari_medvit.training.tasks.nnunet_cases`)."""
     root = Path(dataset)
-    info_path = root / "dataset.json"
-    if not info_path.is_file():
-        raise ValueError(f"{root}: no dataset.json — export corrected masks into this folder first")
-    info = json.loads(info_path.read_text())
+    info = read_dataset_json(root)
     if info.get("file_ending") != ".png":
         raise ValueError(f"{root}: fine-tuning 2D models needs PNG frames, the folder holds {info.get('file_ending')}")
     cases = []
-    for label_file in finished_files(root / "labelsTr", "*.png"):
-        case = label_file.name[: -len(".png")]
-        image_file = root / "imagesTr" / f"{case}_0000.png"
-        if not image_file.is_file():
-            raise ValueError(f"{root}: case {case} has labels but no image {image_file.name}")
+    for case in nnunet_cases(root, info, ".png", 1):  # the label files, checked against dataset.json
+        image_file, label_file = root / "imagesTr" / f"{case}_0000.png", root / "labelsTr" / f"{case}.png"
         image, _ = read_image(image_file)
         labels, _ = read_image(label_file)
         cases.append((case, image, (labels > 0).astype(np.float32)))

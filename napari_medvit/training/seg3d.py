@@ -45,7 +45,6 @@ predictor runs it). When no validation case has any foreground, an empty predict
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medvit.io import finished_files, read_image
-from napari_medvit.training.tasks import Task, call, split
+from napari_medvit.io import read_image
+from napari_medvit.training.tasks import Task, call, nnunet_cases, split
+from napari_medvit.training.tasks import read_dataset_json as _read_json_object
 from napari_medvit.transforms import scale_intensity_range, scale_to_unit
 
 ENDING = ".nii.gz"
@@ -63,12 +63,7 @@ PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}  # as napari_medvit.models.tr
 
 def read_dataset_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
-    if not path.is_file():
-        raise ValueError(f"{root}: no dataset.json — export corrected masks into this folder first")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    info = _read_json_object(root)
     if info.get("file_ending") != ENDING:
         raise ValueError(f"{root}: fine-tuning 3D models needs NIfTI ({ENDING}) cases, the folder holds "
                          f"{info.get('file_ending')!r}")
@@ -139,13 +134,11 @@ def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[s
     ids, images, labels = [], [], []
     smallest = int(pre.get("min_size", 2))
     dtype = np.uint8 if n_classes <= 256 else np.int32
-    for label_file in finished_files(root / "labelsTr", f"*{ENDING}"):
-        case = label_file.name[: -len(ENDING)]
+    for case in nnunet_cases(root, info, ENDING, n_channels):  # the label files, checked against dataset.json
+        label_file = root / "labelsTr" / f"{case}{ENDING}"
         channels = []
         for c in range(n_channels):
             path = root / "imagesTr" / f"{case}_{c:04d}{ENDING}"
-            if not path.is_file():
-                raise ValueError(f"{root}: case {case} has labels but no image {path.name}")
             data, meta = read_image(path)
             if data.ndim != 3:
                 raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")

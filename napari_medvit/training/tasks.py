@@ -20,11 +20,20 @@ DAFT with tabular rows,
 its image-only 3D ResNet)
 detect (SMCA-DETR)        annotations.json (COCO)         :mod:`napari_medvit.training.detection`
 ========================  ==============================  ==========================================
+
+An nnU-Net folder (the segmentation tasks) must agree with its ``dataset.json``
+(:func:`nnunet_cases`): the cases are the label files ``labelsTr/<case><ending>``; each needs its
+image file(s) ``imagesTr/<case>_0000<ending>`` ...; ``numTraining``, when given, must equal the
+number of label files, and a ``training`` list (nnU-Net v1 / MSD), when given, must name exactly
+those cases and existing files. Any disagreement stops with a ValueError naming ``dataset.json``
+(or the folder) and the discrepancy, before a model is trained. An image without labels is no
+case (an export interrupted before it wrote the labels leaves one) and is not used.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,82 @@ import numpy as np
 import torch
 
 from napari_medvit.inference.options import AUGMENTATIONS
+
+
+def read_json(path: Path) -> Any:
+    """The content of a JSON file the user's folder holds; a ValueError naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text (JSON) file ({exc.reason} at byte {exc.start})") from exc
+
+
+def read_dataset_json(root: Path) -> dict[str, Any]:
+    """``root/dataset.json`` as a dict (ValueError naming the file: missing, not JSON, not an object)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise ValueError(f"{root}: no dataset.json — export corrected masks into this folder first")
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object (nnU-Net dataset.json), got a {type(info).__name__}")
+    return info
+
+
+def _listed(names: Sequence[str], most: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def nnunet_cases(root: Path, info: dict[str, Any], ending: str, n_files: int) -> list[str]:
+    """The case ids of an nnU-Net export folder (its label files, sorted), checked against ``dataset.json``
+    and the image files (see the module docstring): ``n_files`` images per case (``_0000`` ...)."""
+    from napari_medvit.io import finished_files
+
+    path = root / "dataset.json"
+    label_files = finished_files(root / "labelsTr", f"*{ending}")
+    cases = [p.name[: -len(ending)] for p in label_files]
+    for case in cases:
+        for c in range(n_files):
+            image = root / "imagesTr" / f"{case}_{c:04d}{ending}"
+            if not image.is_file():
+                raise ValueError(f"{root}: case {case} has labels but no image {image.name} in imagesTr "
+                                 f"(the folder's files disagree with each other); export the case again or remove "
+                                 f"labelsTr/{case}{ending}")
+    stated = info.get("numTraining")
+    if stated is not None:
+        if isinstance(stated, bool) or not isinstance(stated, int):
+            raise ValueError(f"{path}: numTraining {stated!r} is not a whole number")
+        if stated != len(cases):
+            raise ValueError(f"{path}: numTraining is {stated} but labelsTr holds {len(cases)} labelled case(s)"
+                             + (f" ({_listed(cases)})" if cases else "")
+                             + "; the folder and its dataset.json disagree: restore the missing cases or correct "
+                               "numTraining")
+    training = info.get("training")
+    if training is not None:
+        if not isinstance(training, list) or not all(isinstance(t, dict) for t in training):
+            raise ValueError(f"{path}: 'training' must be a list of {{\"image\": ..., \"label\": ...}} entries")
+        listed = []
+        for n, entry in enumerate(training, start=1):
+            label = str(entry.get("label") or "")
+            if not label or not (root / label).is_file():
+                raise ValueError(f"{path}: training entry {n} names the label file {label!r}, which does not exist")
+            image = str(entry.get("image") or "")
+            name = Path(image).name
+            stem = name[: -len(ending)] if name.endswith(ending) else name
+            channel_files = [root / Path(image).parent / f"{stem}_{c:04d}{ending}" for c in range(n_files)]
+            if not image or not ((root / image).is_file() or all(f.is_file() for f in channel_files)):
+                raise ValueError(f"{path}: training entry {n} names the image {image!r}, which does not exist")
+            listed.append(Path(label).name[: -len(ending)] if label.endswith(ending) else Path(label).stem)
+        if sorted(listed) != sorted(cases):
+            missing, extra = sorted(set(cases) - set(listed)), sorted(set(listed) - set(cases))
+            twice = sorted({c for c in listed if listed.count(c) > 1})
+            raise ValueError(f"{path}: its 'training' list and labelsTr disagree"
+                             + (f"; labelled but not listed: {_listed(missing)}" if missing else "")
+                             + (f"; listed but not labelled in labelsTr: {_listed(extra)}" if extra else "")
+                             + (f"; listed more than once: {_listed(twice)}" if twice else ""))
+    return cases
 
 
 def split(case_ids: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

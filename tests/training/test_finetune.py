@@ -11,7 +11,8 @@ import torch
 from napari_medvit.io import ImageMeta
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.export import export_case
-from napari_medvit.training.finetune import FinetuneConfig, active_checkpoint, finetune, rollback, split
+from napari_medvit.training.finetune import (
+    MIN_VALIDATION_CASES, FinetuneConfig, ResumeError, active_checkpoint, finetune, rollback, split)
 from napari_medvit.training.seg2d import structure_loss
 
 
@@ -78,6 +79,7 @@ def test_finetune_events_checkpoints_promotion_and_rollback(dataset: Path, tmp_p
     promoted = create_model("transfuse_tiny", checkpoint=result.version)  # usable at once by the viewer
     extra = promoted.checkpoint_info.manifest["extra"]
     assert extra["base_val_metric"] == 0.20 and extra["val_metric"] == 0.50 and len(extra["val_cases"]) == 2
+    assert extra["promotion"] == {"min_validation_cases": MIN_VALIDATION_CASES, "validation_cases": 2}
 
     scripted_scores(monkeypatch, [0.20, 0.60])  # a second run promotes v2; rolling back makes v1 active again
     cfg.epochs, cfg.resume = 3, True
@@ -177,3 +179,70 @@ def test_time_budget_stops_after_the_epoch_that_ends_past_it(dataset: Path, tmp_
     with pytest.raises(ValueError, match="max_minutes"):
         run(FinetuneConfig(dataset=str(dataset), out_dir=str(tmp_path / "r2"), model="transfuse_tiny",
                            size=(64, 64), max_minutes=0))
+
+
+def test_too_few_validation_cases_stop_before_training(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    assert MIN_VALIDATION_CASES == 2
+    scripted_scores(monkeypatch, [0.10, 0.90])  # a large gain, if it were measured on a single case
+    out = tmp_path / "few"
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=1, size=(64, 64),
+                         val_fraction=0.1)  # 6 cases: 1 for validation
+    with pytest.raises(ValueError, match=r"leaves 1 of 6 case\(s\) for validation.*at least 2 "
+                                         r"\(MIN_VALIDATION_CASES\): raise the validation fraction to 0.25"):
+        run(cfg)
+    assert not out.exists()  # no run folder left behind
+    cfg.val_fraction = 0.25
+    _, result = run(cfg)  # the scripted baseline 0.10 is still unread: nothing was scored before the refusal
+    assert result.promoted and result.base_metric == 0.10 and result.best_metric == 0.90
+    manifest = json.loads((out / "history.json").read_text())
+    assert (manifest["val_cases"], manifest["min_validation_cases"]) == (2, MIN_VALIDATION_CASES)
+
+
+def test_a_refused_run_leaves_no_run_folder_and_keeps_an_existing_one(dataset: Path, tmp_path: Path) -> None:
+    nested = tmp_path / "runs" / "today"
+    with pytest.raises(ValueError, match="fp16 trains on CUDA only"):
+        run(FinetuneConfig(dataset=str(dataset), out_dir=str(nested), model="transfuse_tiny", precision="fp16",
+                           size=(64, 64)))
+    assert not (tmp_path / "runs").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(ValueError, match="no dataset.json"):
+        run(FinetuneConfig(dataset=str(tmp_path / "nothing"), out_dir=str(mine), model="transfuse_tiny"))
+    assert mine.is_dir() and not list(mine.iterdir())
+
+
+def test_a_damaged_epoch_checkpoint_is_named_with_the_epoch_to_use_instead(dataset: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.1, 0.2])
+    out = tmp_path / "r"
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=1, batch_size=3,
+                         size=(64, 64))
+    run(cfg)
+    good = (out / "epoch_001.pt").read_bytes()
+    (out / "epoch_002.pt").write_bytes(good[: len(good) // 2])  # a copy cut short: the newest file is damaged
+    cfg.epochs, cfg.resume = 3, True
+    with pytest.raises(ResumeError, match=r"epoch_002\.pt: cannot resume.*damaged.*earlier epoch_001\.pt is still there"):
+        run(cfg)
+    (out / "epoch_002.pt").unlink()
+    (out / "epoch_001.pt").write_bytes(good[:100])
+    with pytest.raises(ResumeError, match=r"epoch_001\.pt.*no other epoch checkpoint.*versions/v1\.safetensors"):
+        run(cfg)
+    with pytest.raises(ResumeError, match="do not fit this model"):
+        (out / "epoch_001.pt").write_bytes(good)
+        run(FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="unet2d", epochs=2, size=(64, 64),
+                           resume=True, config_overrides={"channels": [8, 16], "strides": [2]}))
+
+
+def test_a_new_version_never_replaces_an_existing_file(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    scripted_scores(monkeypatch, [0.1, 0.2])
+    out = tmp_path / "v"
+    cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=1, batch_size=3,
+                         size=(64, 64))
+    _, first = run(cfg)
+    assert first.version.endswith("v1.safetensors")
+    (out / "versions" / "v3.safetensors").write_bytes(b"a version the user keeps")  # v2 deleted, v3 kept
+    scripted_scores(monkeypatch, [0.1, 0.3])
+    cfg.epochs, cfg.resume = 2, True
+    _, second = run(cfg)
+    assert second.version.endswith("v4.safetensors") and active_checkpoint(out) == second.version
+    assert (out / "versions" / "v3.safetensors").read_bytes() == b"a version the user keeps"

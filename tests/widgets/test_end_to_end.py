@@ -31,7 +31,7 @@ def test_correct_export_finetune_promote_and_the_prediction_moves_toward_the_cor
     corrections = CorrectionsWidget(viewer)
     corrections.folder.value = tmp_path / "export"
 
-    frames = [generate_endoscopy_frame(s, shape=(64, 64), n_polyps=1) for s in range(4)]
+    frames = [generate_endoscopy_frame(s, shape=(64, 64), n_polyps=1) for s in range(6)]
     before = []
     for i, f in enumerate(frames):
         image = viewer.add_image(f.image, rgb=True, name=f"frame {i}",
@@ -52,6 +52,7 @@ def test_correct_export_finetune_promote_and_the_prediction_moves_toward_the_cor
     tuner.dataset.value, tuner.out.value, tuner.base.value = tmp_path / "export", tmp_path / "run", base_ckpt
     tuner.model.value, tuner.epochs.value, tuner.batch.value, tuner.lr.value = "transfuse_tiny", 15, 2, 3e-3
     tuner.augment.value = "none"
+    tuner.val.value = 0.35  # 6 frames: 2 validate (MIN_VALIDATION_CASES), 4 train
     tuner.start()
     qtbot.waitUntil(lambda: not tuner.running, timeout=240_000)
     assert tuner.result is not None and tuner.result.promoted, tuner.status.value

@@ -27,6 +27,7 @@ def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qt
     widget = FinetuneWidget(viewer)
     widget.dataset.value, widget.out.value = tmp_path / "ds", tmp_path / "run"
     widget.model.value, widget.epochs.value, widget.batch.value = "transfuse_tiny", 2, 2
+    widget.val.value = 0.5  # 4 frames: 2 validate (MIN_VALIDATION_CASES)
     widget.device.value, widget.precision.value, widget.augment.value = "cpu", "bf16", "flips"
     assert widget.lr.native.text() == "the paper's"  # 0: the task's default rate
     assert widget.start() is not None and widget.running
@@ -100,6 +101,7 @@ def test_detection_fine_tunes_in_the_dock_with_ap50_curves(make_napari_viewer, q
     widget = FinetuneWidget(viewer)
     widget.dataset.value, widget.out.value = tmp_path / "coco", tmp_path / "run"
     widget.model.value, widget.epochs.value, widget.batch.value = "smca_detr_tiny", 1, 2
+    widget.val.value = 0.5  # 4 frames: 2 validate (MIN_VALIDATION_CASES)
     widget.device.value, widget.augment.value = "cpu", "standard"
     assert widget.start() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
