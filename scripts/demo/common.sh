@@ -30,18 +30,20 @@ brain_data() { synth brain brain_train 60 0; synth brain brain_test 20 1; }
 dementia_data() { synth dementia dementia_train 400 0; synth dementia dementia_test 200 1; }
 all_data() { endo_small; endo_large; brain_data; dementia_data; }
 
-# finetune NAME MODEL DATASET [finetune options]: a fresh run (RESUME=1 continues an interrupted one)
+# finetune NAME MODEL DATASET [finetune options]: a fresh run (RESUME=1 continues an interrupted one; a rerun
+# over an existing run folder starts afresh there, its promoted versions kept)
 finetune() {
   local name=$1 model=$2 data=$3
   shift 3
   $MEDVIT finetune "$WORK/$data" --model "$model" --out "$WORK/runs/$name" --device "$DEVICE" --seed 0 \
-    ${RESUME:+--resume} "${BUDGET[@]}" "$@"
+    $([ -n "${RESUME:-}" ] && echo --resume || echo --overwrite) "${BUDGET[@]}" "$@"
 }
 
-# package NAME TEST [options]: the run's active version -> $CKPT/NAME.safetensors (fp16, test metric in the manifest)
+# package NAME TEST [options]: the run's active version -> $CKPT/NAME.safetensors (fp16, test metric in the manifest;
+# replaces the shipped file: that is what regenerating means)
 package() {
   local name=$1 test=$2
   shift 2
   mkdir -p "$CKPT"
-  $MEDVIT package "$WORK/runs/$name" --test "$WORK/$test" --to "$CKPT/$name.safetensors" --device "$DEVICE" "$@" | tail -1
+  $MEDVIT package "$WORK/runs/$name" --test "$WORK/$test" --to "$CKPT/$name.safetensors" --overwrite --device "$DEVICE" "$@" | tail -1
 }
