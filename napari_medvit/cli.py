@@ -238,7 +238,9 @@ def _finetune(args: argparse.Namespace) -> int:
             break
         except ResumeError as exc:
             raise ResumeError(f"{exc} (--overwrite instead of --resume)") from exc
-        if event.kind == "baseline":
+        if event.kind == "note":
+            print(f"medvit finetune: note: {event.message}", file=sys.stderr, flush=True)
+        elif event.kind == "baseline":
             print(f"base model: validation {event.metric} {event.val_metric:.3f}", flush=True)
         elif event.kind == "epoch":
             print(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, validation {event.metric} "

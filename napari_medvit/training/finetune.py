@@ -96,12 +96,13 @@ class FinetuneConfig:
 
 @dataclass
 class Event:
-    kind: str  # "baseline" | "step" | "epoch" | "checkpoint"
+    kind: str  # "note" | "baseline" | "step" | "epoch" | "checkpoint"
     epoch: int
     train_loss: float | None = None
     val_metric: float | None = None
     metric: str = ""  # the validation metric's name, e.g. "Dice", "balanced accuracy", "AP50"
     path: str | None = None
+    message: str = ""  # "note": something the user should know before training starts
 
 
 @dataclass
@@ -249,19 +250,22 @@ def _train(cfg: FinetuneConfig, ctx: Any, out: Path, created: list[Path]) -> Gen
     if task.n_train == 0:
         raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training cases")
     n_cases = task.n_train + len(task.val_ids)
-    if len(task.val_ids) < MIN_VALIDATION_CASES:  # said before training, not after it
+    too_few = len(task.val_ids) < MIN_VALIDATION_CASES
+    if too_few and main:  # said before training, not only after it
         fraction = math.ceil(100 * (MIN_VALIDATION_CASES - 0.5) / n_cases) / 100
         while int(round(n_cases * fraction)) < MIN_VALIDATION_CASES:  # the split rounds half to even
             fraction += 0.01
         hint = (f"raise the validation fraction to {fraction:.2f} or export more cases"
                 if n_cases > MIN_VALIDATION_CASES else "export more cases")
-        raise ValueError(
-            f"{cfg.dataset}: val_fraction {cfg.val_fraction} leaves {len(task.val_ids)} of {n_cases} case(s) for "
-            f"validation; a result can only become active when it was validated on at least "
-            f"{MIN_VALIDATION_CASES} (MIN_VALIDATION_CASES): {hint}")
+        note = Event("note", 0, message=(
+            f"val_fraction {cfg.val_fraction} leaves {len(task.val_ids)} of {n_cases} case(s) for validation: the "
+            f"result will be trained but cannot become active (a promotion needs at least {MIN_VALIDATION_CASES}, "
+            f"MIN_VALIDATION_CASES); {hint}"))
     metric = task.metric
     amp = _autocast(device, cfg.precision)  # checked before the (slow) baseline
     resume = _read_resume_state(out, base, device) if cfg.resume else None  # also before the baseline
+    if too_few and main:
+        yield note  # after the checks that stop a run, before any training
     base_metric = ctx.broadcast_float(task.evaluate(base))
     if main:
         yield Event("baseline", 0, val_metric=base_metric, metric=metric)
@@ -352,6 +356,12 @@ def _train(cfg: FinetuneConfig, ctx: Any, out: Path, created: list[Path]) -> Gen
     n_val = len(task.val_ids)
     stopped = (f" (time budget of {cfg.max_minutes:g} min reached after epoch {history[-1]['epoch']} of "
                f"{cfg.epochs})") if timed_out else ""
+    if too_few:
+        return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
+                              f"not promoted: validated on {n_val} case(s), fewer than the {MIN_VALIDATION_CASES} "
+                              f"a promotion needs (MIN_VALIDATION_CASES); validation {metric} {best_metric:.3f}, "
+                              f"base {base_metric:.3f}; export more cases or raise val_fraction; the base stays "
+                              f"active{stopped}", history)
     if best is None or not best_metric > base_metric:
         return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
                               f"not promoted: validation {metric} {best_metric:.3f} does not beat the base model's "

@@ -15,10 +15,12 @@ from typing import Any
 import pyqtgraph as pg
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
+from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
 from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets._workers import ClosingGeneratorWorker, Runs
 from napari_medvit.widgets.inference import InferenceWidget, guard_runtime_errors
 
 FROM_FOLDER = "an export folder"
@@ -139,6 +141,7 @@ class FinetuneWidget(Container):
         self.worker: Any = None
         self.result: Any = None
         self._steps = 0
+        self._runs = Runs(self.native)  # cancelled and waited for when the dock or napari closes
 
     @property
     def running(self) -> bool:
@@ -187,12 +190,12 @@ class FinetuneWidget(Container):
         self.result = None
         self.status.value = "loading the cases and scoring the base model…"
         self.start_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = create_worker(lambda: (yield from guard_runtime_errors(finetune(cfg))), _start_thread=False, _connect={
+        self.worker = create_worker(lambda: (yield from guard_runtime_errors(finetune(cfg))), _start_thread=False,
+                                    _worker_class=ClosingGeneratorWorker, _connect={
             "yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
             "aborted": lambda: setattr(self.status, "value", "cancelled; the epoch checkpoints so far are kept"),
             "finished": self._on_finished})
-        self.worker.start()
-        return self.worker
+        return self._runs.start(self.worker)
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -200,7 +203,10 @@ class FinetuneWidget(Container):
             self.worker.quit()
 
     def _on_event(self, event: Any) -> None:
-        if event.kind == "baseline":
+        if event.kind == "note":
+            show_warning(f"MedViT fine-tune: {event.message}")
+            self.status.value = event.message
+        elif event.kind == "baseline":
             self.curves.set_metric(event.metric)
             self.curves.set_base(event.val_metric, int(self.epochs.value))
             self.status.value = f"base model: validation {event.metric} {event.val_metric:.3f}"

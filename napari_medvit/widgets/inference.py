@@ -36,6 +36,7 @@ from napari_medvit._layers import (
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets._workers import ClosingGeneratorWorker, Runs
 from napari_medvit.widgets.charts import AffinePlot, ProbabilityChart
 from napari_medvit.widgets.tabular import TabularPanel
 
@@ -174,7 +175,10 @@ class InferenceWidget(Container):
         self._update_channel_inputs()
         self._refresh_images()
         self._follow_selection()
-        self.prewarm_worker = create_worker(_prewarm, _connect={"errored": lambda exc: None})
+        # this dock's workers: cancelled and waited for when the dock or napari closes (see _workers)
+        self._runs = Runs(self.native)
+        self.prewarm_worker = self._runs.start(
+            create_worker(_prewarm, _start_thread=False, _connect={"errored": lambda exc: None}))
         if autorun:
             from qtpy.QtCore import QTimer
 
@@ -286,6 +290,7 @@ class InferenceWidget(Container):
         worker = create_worker(
             lambda: (yield from gen),
             _start_thread=False,
+            _worker_class=ClosingGeneratorWorker,
             _connect={
                 "yielded": self._on_progress,
                 "returned": lambda result: self._on_returned(result, key),
@@ -295,7 +300,7 @@ class InferenceWidget(Container):
             },
         )
         self.worker = worker
-        worker.start()
+        self._runs.start(worker)
         return worker
 
     def _run_sync(self, gen: Generator[Any, None, Any], key: tuple[str, str, str, str]) -> None:

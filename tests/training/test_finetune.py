@@ -181,21 +181,25 @@ def test_time_budget_stops_after_the_epoch_that_ends_past_it(dataset: Path, tmp_
                            size=(64, 64), max_minutes=0))
 
 
-def test_too_few_validation_cases_stop_before_training(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+def test_promotion_needs_the_minimum_number_of_validation_cases(dataset: Path, tmp_path: Path, monkeypatch) -> None:
     assert MIN_VALIDATION_CASES == 2
-    scripted_scores(monkeypatch, [0.10, 0.90])  # a large gain, if it were measured on a single case
+    scripted_scores(monkeypatch, [0.10, 0.90])  # a large gain, measured on a single case
     out = tmp_path / "few"
     cfg = FinetuneConfig(dataset=str(dataset), out_dir=str(out), model="transfuse_tiny", epochs=1, size=(64, 64),
                          val_fraction=0.1)  # 6 cases: 1 for validation
-    with pytest.raises(ValueError, match=r"leaves 1 of 6 case\(s\) for validation.*at least 2 "
-                                         r"\(MIN_VALIDATION_CASES\): raise the validation fraction to 0.25"):
-        run(cfg)
-    assert not out.exists()  # no run folder left behind
-    cfg.val_fraction = 0.25
-    _, result = run(cfg)  # the scripted baseline 0.10 is still unread: nothing was scored before the refusal
-    assert result.promoted and result.base_metric == 0.10 and result.best_metric == 0.90
-    manifest = json.loads((out / "history.json").read_text())
-    assert (manifest["val_cases"], manifest["min_validation_cases"]) == (2, MIN_VALIDATION_CASES)
+    events, result = run(cfg)
+    assert events[0].kind == "note"  # said before the baseline, i.e. before any training
+    assert ("leaves 1 of 6 case(s) for validation" in events[0].message
+            and "raise the validation fraction to 0.25" in events[0].message)
+    assert not result.promoted and result.version is None and result.best_metric == 0.90
+    assert "validated on 1 case(s), fewer than the 2 a promotion needs (MIN_VALIDATION_CASES)" in result.message
+    assert active_checkpoint(out) is None and not (out / "versions").exists()
+    curves = json.loads((out / "history.json").read_text())
+    assert (curves["val_cases"], curves["min_validation_cases"]) == (1, MIN_VALIDATION_CASES)
+    scripted_scores(monkeypatch, [0.10, 0.90])
+    cfg.val_fraction, cfg.out_dir = 0.25, str(tmp_path / "enough")  # the fraction the note proposes
+    events, result = run(cfg)
+    assert result.promoted and all(e.kind != "note" for e in events)
 
 
 def test_a_refused_run_leaves_no_run_folder_and_keeps_an_existing_one(dataset: Path, tmp_path: Path) -> None:
