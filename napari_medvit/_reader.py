@@ -106,6 +106,8 @@ def transform_kwargs(meta: ImageMeta, layer_ndim: int) -> dict[str, Any]:
 def contrast_limits(array: np.ndarray) -> tuple[float, float]:
     """Robust display range: the 0.5 and 99.5 percentiles of the finite values."""
     flat = array.reshape(-1)
+    if flat.dtype == bool:
+        flat = flat.view(np.uint8)
     if flat.size > _MAX_SAMPLES:
         flat = flat[:: flat.size // _MAX_SAMPLES + 1]
     if flat.dtype.kind == "f":

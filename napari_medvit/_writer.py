@@ -60,9 +60,28 @@ def _with_suffix(path: str, suffixes: tuple[str, ...], default: str) -> str:
     return path if path.lower().endswith(suffixes) else path + default
 
 
+def _refuse_source(path: str, attributes: dict[str, Any]) -> None:
+    """A mask is never written over the image it was drawn on (or a file that links to it)."""
+    stored = (attributes.get("metadata") or {}).get(META_KEY) or {}
+    source = stored.get("source_path")
+    if not source or not os.path.exists(path):
+        return
+    try:
+        inside = os.path.isdir(source) and os.path.realpath(path).startswith(os.path.realpath(source) + os.sep)
+        same = os.path.isfile(source) and os.path.samefile(path, source)
+    except OSError:
+        return
+    if same or inside:
+        raise ValueError(f"{path}: this is the source image the labels were drawn on ({source}); "
+                         "save the labels under another name")
+
+
 def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write a labels layer as NIfTI with its source image geometry; returns ``[path]``."""
+    """Write a labels layer as NIfTI with its source image geometry; returns ``[path]``.
+
+    Refuses (ValueError) to replace the layer's source image."""
     path = _with_suffix(os.fspath(path), (".nii", ".nii.gz"), ".nii.gz")
+    _refuse_source(path, meta)
     labels = _labels_array(data)
     write_nifti_labels(path, labels, geometry_from_layer(meta, labels.ndim))
     return [path]
@@ -71,6 +90,7 @@ def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a 2D labels layer as a PNG mask with exact label values; returns ``[path]``."""
     path = _with_suffix(os.fspath(path), (".png",), ".png")
+    _refuse_source(path, meta)
     write_png_labels(path, _labels_array(data))
     return [path]
 

@@ -139,6 +139,45 @@ def test_transform_kwargs_compose_to_the_affine_for_every_flip_and_order() -> No
         transform_kwargs(ImageMeta(spacing=(1, 1), origin=(0, 0), direction=((1, 0), (1, 0)), axes=("y", "x")), 2)
 
 
+def test_2d_models_segment_the_acquired_slices_of_a_reordered_volume(tmp_path: Path, monkeypatch) -> None:
+    """Not the reformatted strips of the display order: the slices the scanner acquired."""
+    import torch
+
+    from napari_medvit.inference import Predictor
+    from napari_medvit.models import create_model
+
+    data = np.random.default_rng(0).normal(size=(64, 32, 3)).astype(np.float32)  # 3 sagittal slices of 32 x 64
+    path = tmp_path / "sagittal.nii.gz"
+    nib.save(nib.Nifti1Image(data, _ras_affine((1, 2, 0), (1, 1, 1))), path)  # i -> A, j -> S, k -> R
+    array, meta = read_image(path)
+    assert array.shape == (32, 64, 3) and "reorient" in meta.extra  # (S, P, L): sagittal slices along L
+    torch.manual_seed(0)
+    predictor = Predictor(create_model("transfuse_tiny"), device="cpu")
+    seen: list[tuple[int, ...]] = []
+    run_batch = Predictor._run_batch
+    monkeypatch.setattr(Predictor, "_run_batch", lambda self, b, rgb: (seen.append(b.shape), run_batch(self, b, rgb))[1])
+    prediction = predictor.predict(array, meta)
+    assert {s[1:] for s in seen} == {(32, 64)} and sum(s[0] for s in seen) == 3  # the 3 acquired slices
+    assert prediction.labels.shape == array.shape and prediction.probabilities.shape == array.shape
+    direct = predictor.predict(to_stored(array, meta), None)  # the same slices without any geometry
+    assert np.array_equal(to_stored(prediction.labels, meta, rgb=False), direct.labels)
+    for name, amap in prediction.attention.items():
+        assert amap.shape == array.shape and np.allclose(to_stored(amap, meta, rgb=False), direct.attention[name])
+
+
+def test_a_mask_on_an_rgb_volume_stored_sagittal_writes_back(tmp_path: Path) -> None:
+    rgb = np.zeros((5, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["G"] = np.arange(60).reshape(5, 4, 3)
+    path = tmp_path / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, _ras_affine((2, 0, 1), (1, -1, 1))), path)
+    array, meta = read_image(path)
+    assert meta.rgb and "reorient" in meta.extra and array.shape[-1] == 3
+    labels = (array[..., 1] % 5 == 1).astype(np.uint8)
+    back = nib.load(write_nifti_labels(tmp_path / "mask.nii.gz", labels, meta))
+    assert np.array_equal(back.affine, nib.load(path).affine)
+    assert np.array_equal(np.asarray(back.dataobj), (rgb["G"] % 5 == 1).astype(np.uint8))
+
+
 # -- DICOM series stored sagittal and coronal ---------------------------------------------------
 def _dicom_series(folder: Path, iop: list[float], n: int = 5) -> list[np.ndarray]:
     """n slices of CT_small with the given orientation, stacked along the slice normal."""

@@ -5,7 +5,9 @@
 GUI worker can show progress and stop between steps. ``predict(...)`` drives the same generator
 with plain callbacks (``progress=cb``, ``should_stop=cb``) for scripts and the CLI.
 
-2D models run on 2D images directly and on volumes slice by slice along the leading axes. 3D
+2D models run on 2D images directly and on volumes slice by slice along the leading axes; a volume
+the reader put into display order (stored sagittal or coronal, :mod:`napari_medvit.io.orientation`)
+is segmented on its acquired slices and the result put back on the display grid. 3D
 segmentation models run by sliding window on the volume's own grid; 3D classifiers (DAFT, its
 image-only 3D ResNet baseline) see the whole volume, robustly scaled to 0..1 and resampled
 trilinearly to the model's ``resize3d``, and give one class-probability vector for it.
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import ImageMeta
+from napari_medvit.io.orientation import stored_permutation, to_display, to_stored
 from napari_medvit.models._registry import ModelSpec
 from napari_medvit.transforms import scale_intensity_range, scale_to_unit
 from napari_medvit.transforms.spatial import from_model_grid, to_model_grid
@@ -168,8 +171,24 @@ class Predictor:
             return (yield from self._predict_volume(np.asarray(image), meta))
         if self.spec.task == "detect":
             return (yield from self._predict_boxes(np.asarray(image), meta))
+        perm = stored_permutation(meta) if meta is not None and self.spec.task == "segment" else None
+        if perm is None:
+            return (yield from self._predict_slices(np.asarray(image), meta))
+        # a volume stored sagittal or coronal: segment its acquired slices (the stored order),
+        # not the display order's reformatted ones, and put the result back on the display grid
+        prediction = yield from self._predict_slices(to_stored(np.asarray(image), meta), meta)
+        prediction.labels = to_display(prediction.labels, meta, rgb=False)
+        prediction.probabilities = to_display(prediction.probabilities, meta, rgb=False)
+        prediction.attention = {k: to_display(v, meta, rgb=False) for k, v in prediction.attention.items()}
+        prediction.attention_heads = {  # (*lead, heads, h, w): the heads axis first while reordering
+            k: np.moveaxis(to_display(np.moveaxis(v, -3, 0), meta, rgb=False), 0, -3)
+            for k, v in prediction.attention_heads.items()}
+        prediction.provenance["slices"] = "acquired (stored) slices of a volume shown reordered"
+        return prediction
+
+    def _predict_slices(self, image: np.ndarray, meta: ImageMeta | None) -> Generator[Progress, None, Prediction]:
+        """A 2D model on an image, or slice by slice along the leading axes of a volume."""
         t0 = time.perf_counter()
-        image = np.asarray(image)
         rgb = meta.rgb if meta is not None else (image.ndim == 3 and image.shape[-1] in (3, 4))
         spatial = image.shape[:-1] if rgb else image.shape
         if len(spatial) < 2:

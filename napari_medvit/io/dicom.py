@@ -193,6 +193,26 @@ def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float], str]:
     return (1.0, 1.0), "default"
 
 
+def _spacing_notes(ds: Dataset, path: str, spacing_source: str) -> list[str]:
+    """Warnings for spacing tags present but unusable (text, zero, negative): never silently 1 mm."""
+    notes = []
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness"):
+        if keyword not in ds:
+            continue
+        try:
+            value = ds[keyword].value
+        except Exception:  # pydicom could not convert the text at all
+            value = ds[keyword].repval if hasattr(ds[keyword], "repval") else "?"
+        if value is None or value == "":
+            continue
+        values = _floats(value if isinstance(value, Sequence) and not isinstance(value, str) else [value])
+        if values is None or min(values) <= 0:
+            notes.append(f"{path}: the DICOM tag {keyword} holds {value!r}, not positive numbers; ignored")
+    if notes and spacing_source == "default":
+        notes.append(f"{path}: no usable pixel spacing: 1 mm per pixel is assumed, so distances and volumes are not mm")
+    return notes
+
+
 def _slice_spacing(ds: Dataset) -> float | None:
     measures = _functional(ds, None, "PixelMeasuresSequence")
     return _first_float(
@@ -446,6 +466,7 @@ def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
             extra=extra,
         )
         meta.extra["spatial_shape"] = [int(s) for s in values.shape[:2]]
+        _emit(meta, _spacing_notes(ds, path, spacing_source))
         return np.ascontiguousarray(values), meta
 
     # multi-frame
@@ -459,7 +480,7 @@ def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
         values = _to_output_dtype(values)
     else:
         values = raw
-    notes: list[str] = []
+    notes: list[str] = _spacing_notes(ds, path, spacing_source)
     positions = _frame_positions(ds, nframes, rc)
     if positions is not None and rc is not None:
         geo = _stack_geometry(positions, rc, spacing, _slice_spacing(ds), path)
@@ -577,14 +598,14 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
         extra["photometric"] = "MONOCHROME1"
     rc = _orientation(ds0)
     ipps = [_floats(ds.get("ImagePositionPatient")) for ds in datasets]
-    notes: list[str] = []
+    notes: list[str] = _spacing_notes(ds0, str(series.files[0]), spacing_source)
     label = f"{folder} (series {series.label()})"
     if rc is not None and all(p is not None and len(p) == 3 for p in ipps):
         geo = _stack_geometry(np.asarray(ipps), rc, spacing, _slice_spacing(ds0), label)
         order, affine, notes = geo.order, geo.affine, geo.warnings
         extra["slice_positions"] = geo.positions
     else:
-        numbers = [int(ds.get("InstanceNumber", i) or i) for i, ds in enumerate(datasets)]
+        numbers = [int(_number(ds, "InstanceNumber", p, float(i)) or i) for i, (ds, p) in enumerate(zip(datasets, series.files))]
         order = np.argsort(numbers, kind="stable")
         step = _slice_spacing(ds0) or 1.0
         affine = np.diag([step, spacing[0], spacing[1], 1.0])

@@ -99,6 +99,8 @@ def read_frame(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         raise MedVitReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if image.dtype.kind not in "biuf":
         raise MedVitReadError(f"{path}: unsupported pixel type {image.dtype}")
+    if image.dtype == bool:  # 1-bit PNG / bilevel TIFF: 0 and 1, as every other reader gives them
+        image = image.astype(np.uint8)
 
     rgb = False
     if image.ndim >= 3 and image.shape[-1] in (3, 4):

@@ -12,6 +12,8 @@ pixdim including qfac, units, dim_info) is kept in ``meta.extra["nifti"]``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import warnings
@@ -98,6 +100,19 @@ _MAX_ORIGIN_MM = 1e6
 _RGB_FIELDS = (("R", "G", "B"), ("R", "G", "B", "A"))
 
 
+@contextlib.contextmanager
+def _quiet_nibabel() -> Any:
+    """nibabel logs the header fields it repairs on load (to stderr); the reader reports what
+    matters itself, in its own words."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _affine_problem(affine: np.ndarray) -> str | None:
     """Why an ``(i, j, k) -> RAS`` affine cannot place an image, or None if it can."""
     affine = np.asarray(affine, dtype=float)
@@ -113,7 +128,7 @@ def _affine_problem(affine: np.ndarray) -> str | None:
     return None
 
 
-def _placing_affine(img: nib.Nifti1Image, path: str) -> tuple[np.ndarray, str, list[str]]:
+def _placing_affine(img: nib.Nifti1Image, path: str) -> tuple[np.ndarray, str, list[str], list[str]]:
     """The affine to place the image, where it came from, and warnings about ignored ones.
 
     nibabel's choice (sform, else qform, else pixdim) first; a broken one is skipped for the next
@@ -134,17 +149,25 @@ def _placing_affine(img: nib.Nifti1Image, path: str) -> tuple[np.ndarray, str, l
         except Exception:
             candidates.append(("pixdim", None))
     problems: list[str] = []
+    ignored: list[str] = []
     for name, matrix in candidates:
         problem = "cannot be decoded" if matrix is None else _affine_problem(matrix)
         if problem is None:
             how = "voxel sizes (pixdim) only: its position and orientation are unknown" if name == "pixdim" else name
             notes = [f"{path}: ignored the NIfTI {p}; the image is placed by its {how}" for p in problems]
-            return np.asarray(matrix, dtype=float), name, notes
+            return np.asarray(matrix, dtype=float), name, notes, ignored
         problems.append(f"{name} ({problem})")
+        ignored.append(name)
     raise MedVitReadError(f"{path}: the NIfTI header cannot place the image: " + "; ".join(problems))
 
 
 def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+    """Read a ``.nii``/``.nii.gz`` file (see :func:`_read_nifti`), nibabel's repair log silenced."""
+    with _quiet_nibabel():
+        return _read_nifti(path)
+
+
+def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     """Read a ``.nii``/``.nii.gz`` file as a ``(z, y, x)`` or ``(t, z, y, x)`` array and its meta.
 
     2D images become a single-slice volume; trailing singleton dimensions beyond the fourth
@@ -162,7 +185,7 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     if not os.path.isfile(path):
         raise MedVitReadError(f"{path}: no such NIfTI file")
     try:
-        with warnings.catch_warnings(), nib.imageglobals.LoggingOutputSuppressor():
+        with warnings.catch_warnings(), _quiet_nibabel():
             warnings.simplefilter("ignore")  # nibabel's header repair notes; problems are reported below
             img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for corrupt files (gzip, struct, ...)
@@ -194,7 +217,7 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
             "or the real part as a real-valued NIfTI")
     if not rgb and on_disk.kind not in "biuf":
         raise MedVitReadError(f"{path}: unsupported NIfTI voxel type {on_disk}")
-    affine, affine_source, notes = _placing_affine(img, path)
+    affine, affine_source, notes, ignored = _placing_affine(img, path)
 
     try:
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
@@ -205,7 +228,8 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     itemsize = 8 if scaled else (3 if rgb else on_disk.itemsize)
     check_allocation(path, shape, itemsize * 2, "the NIfTI header")
     try:
-        data = np.asanyarray(img.dataobj)
+        # RGB voxels are never scaled (the NIfTI standard ignores scl_slope for them)
+        data = np.asanyarray(img.dataobj.get_unscaled() if rgb else img.dataobj)
     except Exception as exc:  # truncated or corrupt data block
         raise MedVitReadError(f"{path}: cannot read the NIfTI voxel data ({type(exc).__name__}: {exc})") from exc
     data = data.reshape(shape + (1,) * (3 - len(shape)))  # 2D -> single slice
@@ -223,6 +247,7 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     geometry = _header_geometry(img)
     geometry["affine"] = affine.tolist()
     geometry["affine_source"] = affine_source
+    geometry["ignored_forms"] = [f for f in ignored if f in ("sform", "qform")]  # zeroed in written masks
     geometry["shape"] = [int(s) for s in data.shape[:3]]
     geometry["full_shape"] = [int(s) for s in data.shape[:n_spatial]]
     meta = ImageMeta.from_affine(
@@ -278,7 +303,7 @@ def _spatial_labels(labels: np.ndarray, meta: ImageMeta) -> np.ndarray:
         shown = None if source is None else tuple(source[p] for p in perm)
         if shown is not None and labels.shape != shown:
             raise ValueError(f"labels shape {given} differs from the source image shape {shown}")
-        labels = to_stored(labels, meta)
+        labels = to_stored(labels, meta, rgb=False)
     elif source is not None and labels.shape != source:
         raise ValueError(f"labels shape {given} differs from the source image shape {source}")
     if labels.ndim == 2 and meta.ndim == 2:
@@ -322,8 +347,11 @@ def _build_header(geometry: dict[str, Any] | None, meta: ImageMeta, dtype: np.dt
         hdr["qoffset_x"], hdr["qoffset_y"], hdr["qoffset_z"] = geometry["qoffset"]
         for axis, row in zip("xyz", geometry["srow"]):
             hdr[f"srow_{axis}"] = np.asarray(row, dtype=np.float32)
-        hdr["qform_code"] = int(geometry["qform_code"])
-        hdr["sform_code"] = int(geometry["sform_code"])
+        # a form the reader found broken is written with code 0, so that other viewers place the
+        # mask as this one placed the image (by the form it used); the raw fields stay as they were
+        ignored = geometry.get("ignored_forms") or []
+        hdr["qform_code"] = 0 if "qform" in ignored else int(geometry["qform_code"])
+        hdr["sform_code"] = 0 if "sform" in ignored else int(geometry["sform_code"])
         hdr["xyzt_units"] = int(geometry["xyzt_units"])
         hdr["dim_info"] = int(geometry["dim_info"])
     # label values are stored verbatim: no intensity scaling

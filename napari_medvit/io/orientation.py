@@ -50,9 +50,12 @@ def display_permutation(direction: np.ndarray) -> tuple[int, ...]:
     return tuple(int(p) for p in perm)
 
 
-def _full_axes(perm: tuple[int, ...], array_ndim: int, meta: ImageMeta) -> tuple[int, ...]:
-    """The permutation of all array axes (leading time axes and a trailing RGB axis stay)."""
-    n_channel = 1 if meta.rgb else 0
+def _full_axes(perm: tuple[int, ...], array_ndim: int, meta: ImageMeta, rgb: bool | None = None) -> tuple[int, ...]:
+    """The permutation of all array axes (leading time axes and a trailing RGB axis stay).
+
+    ``rgb``: whether the array has the trailing colour axis (default ``meta.rgb``; a label map of
+    an RGB image has none)."""
+    n_channel = 1 if (meta.rgb if rgb is None else rgb) else 0
     lead = array_ndim - meta.ndim - n_channel
     if lead < 0:
         raise ValueError(f"array of {array_ndim} dims cannot carry a {meta.ndim}D geometry")
@@ -103,17 +106,26 @@ def stored_permutation(meta: ImageMeta) -> tuple[int, ...] | None:
     return perm
 
 
-def to_stored(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
+def to_stored(array: np.ndarray, meta: ImageMeta, *, rgb: bool | None = None) -> np.ndarray:
     """Undo :func:`to_display_order` on an array on the display grid (labels, images).
 
-    The array holds the spatial axes last (optionally after leading axes); a trailing RGB axis
-    is only expected when ``meta.rgb``.
+    The array holds the spatial axes last (optionally after leading axes), then a trailing RGB
+    axis when ``rgb`` (default ``meta.rgb``; pass False for a label map of an RGB image).
     """
     perm = stored_permutation(meta)
     if perm is None:
         return array
     inverse = tuple(int(i) for i in np.argsort(perm))
-    return np.ascontiguousarray(array.transpose(_full_axes(inverse, array.ndim, meta)))
+    return np.ascontiguousarray(array.transpose(_full_axes(inverse, array.ndim, meta, rgb)))
+
+
+def to_display(array: np.ndarray, meta: ImageMeta, *, rgb: bool | None = None) -> np.ndarray:
+    """The inverse of :func:`to_stored`: an array in the source's stored voxel order (e.g. a model's
+    output computed on the acquired slices) onto the display grid of ``meta``."""
+    perm = stored_permutation(meta)
+    if perm is None:
+        return array
+    return np.ascontiguousarray(array.transpose(_full_axes(perm, array.ndim, meta, rgb)))
 
 
 def stored_affine(meta: ImageMeta) -> np.ndarray:
@@ -132,6 +144,7 @@ __all__ = [
     "display_permutation",
     "stored_affine",
     "stored_permutation",
+    "to_display",
     "to_display_order",
     "to_stored",
 ]

@@ -120,7 +120,8 @@ def test_nan_pixdim_with_no_usable_form_is_refused_naming_every_problem(tmp_path
     assert "sform" in str(error) and "qform" in str(error) and "pixdim" in str(error)
 
 
-def test_the_written_mask_of_a_fallback_scan_keeps_the_header_verbatim(tmp_path: Path) -> None:
+def test_the_written_mask_of_a_fallback_scan_is_placed_as_the_image_was(tmp_path: Path) -> None:
+    """The broken sform is kept but switched off (code 0): any viewer places the mask by the qform."""
     from napari_medvit.io import write_nifti_labels
 
     path = _nifti(tmp_path, "scan.nii", qform_code=1, srow_x=[np.nan, 0, 0, 0], sform_code=1)
@@ -128,10 +129,14 @@ def test_the_written_mask_of_a_fallback_scan_keeps_the_header_verbatim(tmp_path:
         warnings.simplefilter("ignore")
         array, meta = read_image(path)
         out = write_nifti_labels(tmp_path / "mask.nii", (array > 30).astype(np.uint8), meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the mask itself reads without any fallback
         again, again_meta = read_image(out)
     src, back = nib.load(path).header, nib.load(out).header
-    for key in ("srow_x", "srow_y", "srow_z", "sform_code", "qform_code", "pixdim", "quatern_b"):
+    for key in ("srow_y", "srow_z", "qform_code", "pixdim", "quatern_b", "qoffset_x"):
         np.testing.assert_array_equal(back[key], src[key])
+    assert int(back["sform_code"]) == 0 and int(src["sform_code"]) == 1
+    np.testing.assert_allclose(nib.load(out).affine, src.get_qform())
     assert np.array_equal(again, array > 30) and np.allclose(again_meta.affine, meta.affine)
 
 
@@ -155,6 +160,40 @@ def test_dicom_text_in_numeric_tags_is_an_error_naming_file_and_tag(keyword: str
     path = _ct_with_raw(tmp_path, keyword, value)
     error = _raises(path, keyword)
     assert value in str(error)
+
+
+@pytest.mark.parametrize(("keyword", "value", "default"), [("PixelSpacing", "abc\\1", True), ("PixelSpacing", "0\\0", True),
+                                                      ("SliceThickness", "abc", False)])
+def test_dicom_spacing_tags_that_are_not_numbers_are_named_in_a_warning(
+        keyword: str, value: str, default: bool, tmp_path: Path) -> None:
+    path = _ct_with_raw(tmp_path, keyword, value)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _, meta = read_image(path)
+    messages = [str(w.message) for w in record]
+    assert any(str(path) in m and keyword in m for m in messages), messages
+    assert any("1 mm per pixel is assumed" in m for m in messages) == default
+    assert (meta.extra["spacing_source"] == "default") == default
+
+
+def test_the_napari_writer_never_replaces_the_source_image(tmp_path: Path) -> None:
+    from napari_medvit._writer import write_labels_nifti, write_labels_png
+
+    scan = _nifti(tmp_path, "scan.nii.gz")
+    before = scan.read_bytes()
+    (data, kwargs, _), = read_layers(str(scan))
+    with pytest.raises(ValueError, match="source image"):
+        write_labels_nifti(str(scan), np.zeros(data.shape, np.uint8), kwargs)
+    (tmp_path / "link.nii.gz").symlink_to(scan)
+    with pytest.raises(ValueError, match="source image"):
+        write_labels_nifti(str(tmp_path / "link.nii.gz"), np.zeros(data.shape, np.uint8), kwargs)
+    assert scan.read_bytes() == before
+    frame = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(frame)
+    (fdata, fkwargs, _), = read_layers(str(frame))
+    with pytest.raises(ValueError, match="source image"):
+        write_labels_png(str(frame), np.ones(fdata.shape, np.uint8), fkwargs)
+    assert write_labels_nifti(str(tmp_path / "mask.nii.gz"), np.zeros(data.shape, np.uint8), kwargs)
 
 
 def test_text_file_renamed_dcm_says_not_a_dicom_file(tmp_path: Path) -> None:
