@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,10 @@ def _infer(args: argparse.Namespace) -> int:
     if out.name.lower().endswith(".png") and meta.ndim != 2:
         raise ValueError(f"-o {args.output}: a PNG holds a 2D mask but IMAGE {args.image} is {meta.ndim}D; "
                          "use .nii.gz or .nii")
+    lead = image.shape[: image.ndim - meta.ndim - (1 if meta.rgb else 0)]
+    if any(n > 1 for n in lead):  # checked before the model runs: one mask file holds one volume
+        raise ValueError(f"IMAGE {args.image}: a series of {'x'.join(map(str, lead))} volumes (shape {image.shape}); "
+                         "infer writes one mask: give it one volume (e.g. one time point)")
 
     from napari_medvit.inference import Predictor  # torch: only once the files are known to be right
     from napari_medvit.io import write_nifti_labels, write_png_labels
@@ -157,7 +162,10 @@ def _infer(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"\r{event}", end="", file=sys.stderr, flush=True)
 
-    prediction = predictor.predict(image, meta, progress=report)
+    try:
+        prediction = predictor.predict(image, meta, progress=report)
+    except ValueError as exc:  # the model cannot take this image: say which image
+        raise ValueError(f"IMAGE {args.image}: {exc}") from exc
     if not args.quiet:
         print(file=sys.stderr)
     _refuse_inputs(out, "-o", [("IMAGE", args.image)])  # still not the input (nothing moved it meanwhile)
@@ -420,6 +428,11 @@ def _export(args: argparse.Namespace) -> int:
         if top >= len(names):
             raise ValueError(f"LABELS {args.labels_file} holds the value {top} but only {len(names)} label name(s) "
                              f"{names}; name them all with --labels")
+        spatial = tuple(meta.spatial_shape(np.asarray(image).shape))
+        for what, given, array in (("LABELS", args.labels_file, labels), ("--original", args.original, original)):
+            if array is not None and tuple(array.shape) != spatial:
+                raise ValueError(f"{what} {given}: labels of shape {tuple(array.shape)} do not fit IMAGE "
+                                 f"{args.image} of shape {spatial}")
         case = ex.export_case(root, case_id, image, meta, labels, label_names={n: i for i, n in enumerate(names)},
                               original=original, provenance=prov)
         note = f" (a new version of {case.supersedes})" if case.supersedes else ""
@@ -528,6 +541,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1]")
+    return value
+
+
+def _open_fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction strictly between 0 and 1")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medvit", description="napari-medvit headless tools; exit codes: 0 done, 2 bad input, "
                      "1 unexpected error (a bug), 130 interrupted")
@@ -551,20 +606,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="run folder: epoch checkpoints, versions/, active.json")
     f.add_argument("--model", default="transfuse_s")
     f.add_argument("--checkpoint", default=None, help="base weights (default: untrained)")
-    f.add_argument("--epochs", type=int, default=10)
-    f.add_argument("--lr", type=float, default=None, help="default: the paper's rate for the task")
-    f.add_argument("--batch-size", type=int, default=4, help="cases per step and process (torchrun: N x this per step)")
-    f.add_argument("--val-fraction", type=float, default=0.25)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    f.add_argument("--patience", type=int, default=5)
+    f.add_argument("--epochs", type=_positive_int, default=10)
+    f.add_argument("--lr", type=_positive_float, default=None, help="default: the paper's rate for the task")
+    f.add_argument("--batch-size", type=_positive_int, default=4, help="cases per step and process (torchrun: N x this per step)")
+    f.add_argument("--val-fraction", type=_open_fraction, default=0.25)
+    f.add_argument("--seed", type=_non_negative_int, default=0)
+    f.add_argument("--size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
+    f.add_argument("--patience", type=_positive_int, default=5)
     f.add_argument("--augment", default="standard", choices=AUGMENTATIONS)
     f.add_argument("--device", default="cpu", choices=DEVICES)
     f.add_argument("--precision", default="fp32", choices=PRECISIONS)
     f.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint in --out")
     f.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out folder that holds a run (its promoted versions are kept)")
-    f.add_argument("--max-minutes", type=float, default=None,
+    f.add_argument("--max-minutes", type=_positive_float, default=None,
                    help="time budget: stop after the epoch that ends past this many minutes of training")
     f.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="model configuration override (repeatable; VALUE as JSON), e.g. channels=[8,16]")
@@ -595,18 +650,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a synthetic dataset as export folders (the demo checkpoints' data)")
     y.add_argument("kind", choices=("endoscopy", "brain", "dementia"), help="which generator")
     y.add_argument("--out", required=True, help="a new or empty folder")
-    y.add_argument("--n", type=int, required=True, help="number of cases")
-    y.add_argument("--seed", type=int, default=0, help="the cases' seeds are drawn from it")
-    y.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
+    y.add_argument("--n", type=_positive_int, required=True, help="number of cases")
+    y.add_argument("--seed", type=_non_negative_int, default=0, help="the cases' seeds are drawn from it")
+    y.add_argument("--shape", type=_positive_int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
     y.add_argument("--spacing", type=float, default=None, help="voxel size in mm (brain; default 2.0)")
-    y.add_argument("--workers", type=int, default=1, help="generate the cases in this many processes (same data)")
+    y.add_argument("--workers", type=_positive_int, default=1, help="generate the cases in this many processes (same data)")
     y.set_defaults(func=_synth)
     v = sub.add_parser("evaluate", parents=[common],
                        help="score a model on every case of an export folder (the task's metric)")
     v.add_argument("dataset", help="export folder")
     v.add_argument("--model", required=True)
     v.add_argument("--checkpoint", default=None)
-    v.add_argument("--size", type=int, nargs="+", default=None, help="input size (default: the model's)")
+    v.add_argument("--size", type=_positive_int, nargs="+", default=None, help="input size (default: the model's)")
     v.add_argument("--device", default="cpu", choices=DEVICES)
     v.set_defaults(func=_evaluate)
     k = sub.add_parser("package", parents=[common],
@@ -618,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage)")
     k.add_argument("--description", default=None, help="the manifest's one-line description (shown in the viewer)")
     k.add_argument("--device", default="cpu", choices=DEVICES)
-    k.add_argument("--check-fraction", type=float, default=None,
+    k.add_argument("--check-fraction", type=_fraction, default=None,
                    help="also record the metric on this fixed share of the test cases (for quick re-checks)")
     k.set_defaults(func=_package)
     m = sub.add_parser("models", parents=[common], help="list the registered models")
@@ -664,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     import traceback
 
     args = build_parser().parse_args(argv)
+    if not args.debug:  # warnings as one line each, without the source line Python adds
+        warnings.formatwarning = lambda message, *_, **__: f"medvit {args.command}: warning: {message}\n"
     try:
         return int(args.func(args))
     except (KeyboardInterrupt, Exception) as exc:

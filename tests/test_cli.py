@@ -179,7 +179,7 @@ def test_export_bad_inputs_are_messages_with_exit_code_2(tmp_path: Path, capsys)
         (["export", str(image_file), "--boxes", str(tmp_path / "far.csv"), "--categories", "a", "--dataset", ds],
          "box 1"),
         (["export", str(image_file), str(tmp_path / "three.png"), "--dataset", ds], "holds the value 3"),
-        (["export", str(image_file), str(tmp_path / "small.png"), "--dataset", ds], "do not match"),
+        (["export", str(image_file), str(tmp_path / "small.png"), "--dataset", ds], "do not fit IMAGE"),
         (["export", str(image_file), str(image_file), "--dataset", ds], "an RGB image, not a label image"),
         (["export", str(image_file), str(mask_file), "--checkpoint", str(mask_file), "--dataset", ds], "needs --model"),
         (["export", str(image_file), str(mask_file), "--model", "transfuse_tiny", "--checkpoint",

@@ -332,3 +332,53 @@ def test_the_real_command_exits_2_and_prints_a_traceback_only_with_debug(frame: 
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
     assert frame.read_bytes() == before
+
+
+def test_a_series_of_volumes_is_refused_before_the_model_runs(tmp_path: Path, capsys, monkeypatch) -> None:
+    series = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.float32), np.eye(4)), series)
+    import napari_medvit.models as models
+
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("the model was built"))
+    fails(["infer", str(series), "-o", str(tmp_path / "m.nii.gz"), *TINY], capsys, str(series), "a series of 3 volumes",
+          keep=(series,))
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_an_image_the_model_cannot_take_is_named(tmp_path: Path, capsys) -> None:
+    blank = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((16, 16, 16), np.nan, np.float32), np.eye(4)), blank)
+    fails(["infer", str(blank), "-o", str(tmp_path / "m.nii.gz"), "--model", "swin_unetr_tiny_test", "--device", "cpu",
+           "-q"], capsys, f"IMAGE {blank}", "no finite values")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["finetune", "DS", "--out", "RUN", "--epochs", "-1"], "--epochs: '-1' is not a positive whole number"),
+    (["finetune", "DS", "--out", "RUN", "--size", "0", "64"], "--size: '0' is not a positive whole number"),
+    (["finetune", "DS", "--out", "RUN", "--val-fraction", "1.5"], "--val-fraction: '1.5' is not a fraction"),
+    (["finetune", "DS", "--out", "RUN", "--seed", "-3"], "--seed: '-3' is not a whole number >= 0"),
+    (["evaluate", "DS", "--model", "unet", "--size", "x"], "--size: 'x' is not a whole number"),
+    (["package", "RUN", "--test", "T", "--to", "x.safetensors", "--check-fraction", "2"], "--check-fraction: '2'"),
+    (["synth", "endoscopy", "--out", "D", "--n", "0"], "--n: '0' is not a positive whole number"),
+])
+def test_option_values_are_checked_before_anything_runs(argv: list[str], says: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+def test_warnings_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    import pydicom
+
+    folder = tmp_path / "series"
+    shutil.copytree(Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "dicomdirtests" / "77654033"
+                    / "CT2", folder)
+    (folder / "notes.txt").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "napari_medvit.cli", "infer", str(folder), "-o",
+                           str(tmp_path / "m.nii.gz"), *TINY], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    skipped = [line for line in err.splitlines() if "notes.txt" in line]
+    assert skipped == [f"medvit infer: warning: {folder}: skipped 1 non-DICOM file(s): notes.txt"], err
+    assert "_read_folder" not in err  # no source line of the warning

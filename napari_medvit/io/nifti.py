@@ -199,7 +199,7 @@ def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     except Exception as exc:
         raise MedVitReadError(f"{path}: the NIfTI header is corrupt ({type(exc).__name__}: {exc})") from exc
     if any(s <= 0 for s in shape):
-        raise MedVitReadError(f"{path}: the NIfTI header declares a zero-sized axis (shape {shape}); the file holds no image")
+        raise MedVitReadError(f"{path}: the NIfTI header declares an empty axis (shape {shape}); the file holds no image")
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 4:

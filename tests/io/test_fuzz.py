@@ -83,6 +83,10 @@ def test_mutated_files_raise_only_the_projects_errors(fmt: str, tmp_path: Path) 
                 for data, kwargs, kind in layers:  # what opened is layer data napari accepts
                     layer = Layer.create(data, kwargs, kind)
                     assert np.all(np.isfinite(layer._data_to_world.affine_matrix))
+                    assert data.size > 0 and data.dtype.kind in "biuf"
+                    if not layer.rgb:
+                        lo, hi = layer.contrast_limits
+                        assert np.isfinite(lo) and np.isfinite(hi) and lo < hi
             outcomes["opened"] += 1
             path.unlink()
     finally:

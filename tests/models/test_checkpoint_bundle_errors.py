@@ -39,7 +39,9 @@ def _raises(call: Callable[[], Any], *parts: str) -> str:
     """The CheckpointError message of ``call()``, checked to contain every part (file names, keys)."""
     with pytest.raises(CheckpointError) as err:
         call()
+    assert type(err.value) is CheckpointError, type(err.value)  # the exact class, not some subclass
     msg = str(err.value)
+    assert "\n" not in msg.split(":", 1)[0]  # the file's name leads the first line
     for part in parts:
         assert part in msg, f"{part!r} not in {msg!r}"
     return msg
