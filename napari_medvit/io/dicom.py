@@ -532,13 +532,14 @@ class _Series:
         return f"'{name}' ({ds.get('Modality', '?')}, {len(self.files)} {files})"
 
 
-def _scan_folder(folder: str) -> tuple[list[_Series], list[str], list[str]]:
+def _scan_folder(folder: str) -> tuple[list[_Series], dict[str, str], list[str]]:
     """Group the image files under ``folder`` into series of stackable slices.
 
-    Also returns the DICOM-named files that could not be read and the other (non-DICOM) files.
+    Also returns the DICOM-named files that could not be read (with the reason) and the other
+    (non-DICOM) files.
     """
     groups: dict[tuple[Any, ...], _Series] = {}
-    skipped: list[str] = []
+    reasons: dict[str, str] = {}  # the DICOM-named files that could not be read, and why
     ignored: list[str] = []
     for i, path in enumerate(iter_folder_files(folder)):
         if i >= _MAX_FOLDER_FILES:
@@ -550,8 +551,8 @@ def _scan_folder(folder: str) -> tuple[list[_Series], list[str], list[str]]:
             continue
         try:
             ds = _dcmread(path, header_only=True)
-        except MedVitReadError:
-            skipped.append(path)
+        except MedVitReadError as exc:
+            reasons[path] = str(exc).replace(f"{path}: ", "", 1)
             continue
         if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "Rows" not in ds or "Columns" not in ds:
             continue  # DICOMDIR, structured reports, RT plans, ...: no image
@@ -559,8 +560,8 @@ def _scan_folder(folder: str) -> tuple[list[_Series], list[str], list[str]]:
             nframes = _count(ds, "NumberOfFrames", path, 1)
             rows, cols = _count(ds, "Rows", path, 0), _count(ds, "Columns", path, 0)
             samples = _count(ds, "SamplesPerPixel", path, 1)
-        except MedVitReadError:
-            skipped.append(path)
+        except MedVitReadError as exc:
+            reasons[path] = str(exc).replace(f"{path}: ", "", 1)
             continue
         rc = _orientation(ds)
         key: tuple[Any, ...] = (
@@ -575,7 +576,7 @@ def _scan_folder(folder: str) -> tuple[list[_Series], list[str], list[str]]:
         series.files.append(path)
         series.headers.append(ds)
         series.frames += nframes
-    return list(groups.values()), skipped, ignored
+    return list(groups.values()), reasons, ignored
 
 
 def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
@@ -625,7 +626,8 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
 def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
     series_list, skipped, ignored = _scan_folder(folder)
     if not series_list:
-        detail = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        first = next(iter(skipped), None)
+        detail = f" ({len(skipped)} unreadable, e.g. {first}: {skipped[first]})" if first else ""
         if ignored:
             detail += f" ({len(ignored)} other file(s), e.g. {os.path.relpath(ignored[0], folder)})"
         raise MedVitReadError(f"{folder}: the folder holds no DICOM image files{detail}")
@@ -655,11 +657,12 @@ def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
             "Open a series' own folder to see it."
         )
     notes = []
-    for files, what in ((skipped, "unreadable DICOM"), (ignored, "non-DICOM")):
+    for files, what in ((list(skipped), "unreadable DICOM"), (ignored, "non-DICOM")):
         if files:
             names = [os.path.relpath(f, folder) for f in files]
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            notes.append(f"{folder}: skipped {len(files)} {what} file(s): {listed}")
+            why = f" ({names[0]}: {skipped[files[0]]})" if what == "unreadable DICOM" else ""
+            notes.append(f"{folder}: skipped {len(files)} {what} file(s): {listed}{why}")
     if skipped:
         meta.extra["skipped_files"] = [os.path.relpath(f, folder) for f in skipped]
     if ignored:
