@@ -165,6 +165,35 @@ def test_2d_models_segment_the_acquired_slices_of_a_reordered_volume(tmp_path: P
         assert amap.shape == array.shape and np.allclose(to_stored(amap, meta, rgb=False), direct.attention[name])
 
 
+def test_3d_models_see_the_same_volume_whatever_the_storage_order(tmp_path: Path) -> None:
+    """The display order is the same for a subject stored axial or sagittal: so is the 3D model's input
+    and result, and the written mask is in each file's own voxel order."""
+    import torch
+
+    from napari_medvit.inference import Predictor
+    from napari_medvit.models import create_model
+
+    xyz = np.random.default_rng(1).normal(size=(24, 32, 16)).astype(np.float32)  # (i, j, k) -> RAS x, y, z
+    axial = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(xyz, axial), tmp_path / "axial.nii.gz")
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(xyz.transpose(1, 2, 0)), axial[:, [1, 2, 0, 3]]),
+             tmp_path / "sagittal.nii.gz")  # stored (y, z, x): sagittal slices along x
+    torch.manual_seed(0)
+    predictor = Predictor(create_model("unetr_tiny_test"), device="cpu")
+    results = {}
+    for kind in ("axial", "sagittal"):
+        array, meta = read_image(tmp_path / f"{kind}.nii.gz")
+        prediction = predictor.predict(array, meta)
+        results[kind] = (array, meta, prediction.labels)
+        write_nifti_labels(tmp_path / f"{kind}_mask.nii.gz", prediction.labels, meta)
+    (a_img, a_meta, a_lab), (s_img, s_meta, s_lab) = results["axial"], results["sagittal"]
+    assert np.array_equal(a_img, s_img) and np.allclose(a_meta.affine, s_meta.affine)
+    assert np.array_equal(a_lab, s_lab)
+    a_file = np.asarray(nib.load(tmp_path / "axial_mask.nii.gz").dataobj)
+    s_file = np.asarray(nib.load(tmp_path / "sagittal_mask.nii.gz").dataobj)
+    assert s_file.shape == (32, 16, 24) and np.array_equal(s_file, a_file.transpose(1, 2, 0))
+
+
 def test_a_mask_on_an_rgb_volume_stored_sagittal_writes_back(tmp_path: Path) -> None:
     rgb = np.zeros((5, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["G"] = np.arange(60).reshape(5, 4, 3)
