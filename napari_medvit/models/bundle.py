@@ -32,6 +32,27 @@ from napari_medvit.models.manifest import CheckpointError, Manifest, describe, j
 _ARCH = {"SwinUNETR": "swin_unetr", "UNETR": "unetr", "UNet": "unet"}
 
 
+def _fill_monai_defaults(arch: str, target: str, config: dict[str, Any]) -> None:
+    """Arguments a bundle's network_def leaves out take MONAI's own defaults, as when MONAI built the
+    network whose weights the bundle holds, not the plugin's reference configuration (e.g. UNet's
+    ``num_res_units`` is 0 in MONAI, 2 in the plugin's U-Net)."""
+    import importlib
+    import inspect
+
+    from monai.networks import nets
+
+    from napari_medvit.models._registry import get_spec
+
+    spec = get_spec(arch)
+    factory = getattr(importlib.import_module(spec.module), spec.factory)
+    ours = set(spec.factory_args) | {name for name, p in inspect.signature(factory).parameters.items()
+                                     if p.default is not inspect.Parameter.empty}
+    skip = {"img_size", "use_checkpoint"} if arch == "swin_unetr" else set()  # dropped above (MONAI >= 1.5)
+    for name, param in inspect.signature(getattr(nets, target)).parameters.items():
+        if name in ours and name not in config and name not in skip and param.default is not inspect.Parameter.empty:
+            config[name] = list(param.default) if isinstance(param.default, tuple) else param.default
+
+
 def is_bundle(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "configs" / "inference.json").is_file() and (p / "models" / "model.pt").is_file()
@@ -183,6 +204,7 @@ def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
         config.pop("img_size", None)  # MONAI >= 1.5
         config.pop("use_checkpoint", None)
     config = {k: inference.literal(v, f"network_def#{k}") for k, v in config.items()}
+    _fill_monai_defaults(arch, _target(net), config)
     spatial_dims = config.get("spatial_dims", 3)
     dims = int(spatial_dims) if _is_count(spatial_dims) else 3
 

@@ -76,6 +76,27 @@ def test_swin_bundle_that_passes_img_size_loads_on_monai_1_5(tmp_path: Path) -> 
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters())
 
 
+@pytest.mark.parametrize("arch", ["UNet", "SwinUNETR"])
+def test_arguments_a_bundle_leaves_out_take_monais_defaults(arch: str, tmp_path: Path) -> None:
+    """MONAI built the bundle's network with its own defaults (UNet num_res_units 0, SwinUNETR
+    feature_size 24), not the plugin's reference configurations (2 and 48)."""
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    if arch == "UNet":
+        args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8, 16], "strides": [2, 2]}
+        net, name = UNet(**args), "unet"
+    else:
+        args = {"in_channels": 1, "out_channels": 2, "depths": [1, 1, 1, 1]}
+        net, name = SwinUNETR(**args), "swin_unetr"
+    model = create_model(name, checkpoint=make_bundle(tmp_path / arch, {"_target_": arch, **args}, net))
+    model.eval()
+    net.eval()
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-5)
+
+
 def test_broken_bundles_are_named(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "b", {"_target_": "DynUNet"}, torch.nn.Linear(1, 1))
     with pytest.raises(CheckpointError, match="network_def 'DynUNet' is not one of"):
