@@ -117,18 +117,11 @@ def _check_output_file(path: str, option: str, *, suffixes: Sequence[str], overw
 
 
 def _read_input(path: str, what: str) -> tuple[Any, ImageMeta]:
-    """:func:`~napari_medvit.io.read_image` for a file the user named; any failure is this file's problem
-    (bad input, exit 2), and so is an array the models cannot take (e.g. an RGB24 NIfTI's structured voxels)."""
+    """:func:`~napari_medvit.io.read_image` for a file the user named: its only error, MedVitReadError,
+    names the file (bad input, exit 2); so does an array the models cannot take."""
     from napari_medvit.io import read_image
 
-    try:
-        image, meta = read_image(path)
-    except (ValueError, OSError) as exc:
-        if Path(path).name in str(exc) or getattr(exc, "filename", None):
-            raise
-        raise ValueError(f"{what} {path}: {exc}") from exc
-    except Exception as exc:  # a reader failing on this file without saying so (e.g. a text RescaleSlope)
-        raise ValueError(f"{what} {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    image, meta = read_image(path)
     dtype = getattr(image, "dtype", None)
     if dtype is None or dtype.kind not in "biuf":
         raise ValueError(f"{what} {path}: unsupported voxel type {dtype} (e.g. an RGB24 NIfTI); "

@@ -12,7 +12,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from napari.layers import Labels, Layer
+from napari.layers import Labels
+
+from layer_checks import data_to_world_matrix
 
 from napari_medvit._layers import layer_transform
 from napari_medvit._reader import read_layers, transform_kwargs
@@ -260,16 +262,6 @@ def test_sagittal_and_coronal_dicom_series_display_order_and_write_back(iop: lis
 
 
 # -- napari: 2D and 3D views, and the writer contribution ----------------------------------------
-def _data_to_world(layer: Layer) -> np.ndarray:
-    n = layer.ndim
-    probes = np.vstack([np.zeros(n), np.eye(n)])
-    world = np.array([layer.data_to_world(p) for p in probes])
-    matrix = np.eye(n + 1)
-    matrix[:n, n] = world[0]
-    matrix[:n, :n] = (world[1:] - world[0]).T
-    return matrix
-
-
 def test_every_signed_axis_permutation_displays_in_2d_and_3d_and_a_painted_voxel_writes_back(
     make_napari_viewer, tmp_path: Path
 ) -> None:
@@ -282,7 +274,7 @@ def test_every_signed_axis_permutation_displays_in_2d_and_3d_and_a_painted_voxel
         (data, kwargs, _), = read_layers(str(path))
         image = viewer.add_image(data, **kwargs)
         meta = ImageMeta.from_dict(image.metadata[META_KEY])
-        np.testing.assert_allclose(_data_to_world(image), meta.affine, atol=1e-6)
+        np.testing.assert_allclose(data_to_world_matrix(image), meta.affine, atol=1e-6)
         for ndisplay in (2, 3):
             viewer.dims.ndisplay = ndisplay
             viewer.reset_view()

@@ -13,6 +13,8 @@ import pydicom
 import pytest
 from napari.layers import Labels, Layer
 
+from layer_checks import data_to_world_matrix
+
 from napari_medvit._reader import get_reader
 from napari_medvit._writer import write_labels_nifti, write_labels_png
 from napari_medvit.io import META_KEY, ImageMeta, MedVitReadError
@@ -27,17 +29,6 @@ def oblique_nifti(tmp_path: Path) -> Path:
     out = tmp_path / "oblique.nii.gz"
     nib.save(nib.Nifti1Image(np.asanyarray(src.dataobj)[..., 0], None, src.header.copy()), out)
     return out
-
-
-def _data_to_world(layer: Layer) -> np.ndarray:
-    """The layer's composed data->world matrix, probed through its public mapping."""
-    n = layer.ndim
-    probes = np.vstack([np.zeros(n), np.eye(n)])
-    world = np.array([layer.data_to_world(p) for p in probes])
-    matrix = np.eye(n + 1)
-    matrix[:n, n] = world[0]
-    matrix[:n, :n] = (world[1:] - world[0]).T
-    return matrix
 
 
 def _read_one(path: Path) -> tuple[Layer, ImageMeta]:
@@ -61,7 +52,7 @@ def test_reader_layer_transform_equals_meta_affine(name: str, oblique_nifti: Pat
         layer, meta = _read_one(path)
     expected = np.eye(layer.ndim + 1)
     expected[-meta.ndim - 1 :, -meta.ndim - 1 :] = meta.affine  # identity for a leading t axis
-    np.testing.assert_allclose(_data_to_world(layer), expected, atol=1e-5)
+    np.testing.assert_allclose(data_to_world_matrix(layer), expected, atol=1e-5)
     lo, hi = layer.contrast_limits
     assert lo < hi and layer.colormap.name == "gray"
 
