@@ -15,325 +15,49 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
 
+from ._dicom_folder import _scan_folder, _Series, folder_has_dicom
+from ._dicom_folder import iter_folder_files  # noqa: F401  (importable from here, as before the split)
+from ._dicom_tags import (
+    _DIRECTORY_SOP_CLASS,
+    DICOM_SUFFIXES,
+    _count,
+    _dcmread,
+    _floats,
+    _functional,
+    _is_rgb,
+    _item,
+    _modality_values,
+    _number,
+    _orientation,
+    _pixel_spacing,
+    _pixels,
+    _slice_spacing,
+    _spacing_notes,
+    _tag_summary,
+    _to_output_dtype,
+    has_dicm_preamble,
+    is_dicom_path,
+)
 from .errors import MedVitReadError
 from .limits import check_allocation
 from .meta import ImageMeta
 from .orientation import to_display_order
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
-_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR (Media Storage Directory Storage)
 _REVERSE3 = np.eye(3)[::-1]  # LPS <-> (S, P, L)
-_MAX_FOLDER_FILES = 20000
-
-
-# -- file recognition -----------------------------------------------------------------------
-def has_dicm_preamble(path: str | os.PathLike[str]) -> bool:
-    """True if the file carries the 128-byte preamble followed by ``DICM``. Never raises."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def is_dicom_path(path: str | os.PathLike[str]) -> bool:
-    """A file with a DICOM extension or the ``DICM`` preamble. Never raises."""
-    try:
-        if not os.path.isfile(path):
-            return False
-    except (OSError, ValueError):
-        return False
-    return os.fspath(path).lower().endswith(DICOM_SUFFIXES) or has_dicm_preamble(path)
-
-
-def iter_folder_files(
-    folder: str | os.PathLike[str], limit: int | None = None, max_dirs: int | None = None
-) -> Iterator[str]:
-    """Files under ``folder`` (recursively, sorted, hidden entries skipped).
-
-    Stops after ``limit`` files or ``max_dirs`` visited folders.
-    """
-    count = 0
-    for n_dirs, (root, dirs, files) in enumerate(os.walk(folder)):
-        if max_dirs is not None and n_dirs >= max_dirs:
-            return
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            yield os.path.join(root, name)
-            count += 1
-            if limit is not None and count >= limit:
-                return
-
-
-def folder_has_dicom(folder: str | os.PathLike[str], max_files: int = 64, max_dirs: int = 32) -> bool:
-    """True if one of the first ``max_files`` files under ``folder`` is a DICOM file."""
-    try:
-        return any(
-            is_dicom_path(f) and os.path.basename(f).upper() != "DICOMDIR"
-            for f in iter_folder_files(folder, limit=max_files, max_dirs=max_dirs)
-        )
-    except OSError:
-        return False
-
-
-# -- small helpers --------------------------------------------------------------------------
-def _floats(value: Any) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    return out if all(np.isfinite(out)) else None
-
-
-def _first_float(*values: Any) -> float | None:
-    for value in values:
-        if value is None or value == "":
-            continue
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            continue
-        if np.isfinite(v) and v > 0:
-            return v
-    return None
-
-
-def _number(ds: Dataset, keyword: str, path: str, default: float | None = None) -> float | None:
-    """A numeric tag as a finite float; text that is no number is a :class:`MedVitReadError`."""
-    if keyword not in ds:
-        return default
-    try:
-        value = ds[keyword].value
-    except Exception as exc:  # pydicom converts lazily and may raise for malformed values
-        raise MedVitReadError(f"{path}: the DICOM tag {keyword} cannot be decoded ({exc})") from exc
-    if value is None or value == "":
-        return default
-    if isinstance(value, (list, tuple)) or (isinstance(value, Sequence) and not isinstance(value, (str, bytes))):
-        value = value[0] if len(value) else default  # a multi-valued tag: the first value applies
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {str(value)!r}, which is not a number") from None
-    if not np.isfinite(number):
-        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {number}, which is not a finite number")
-    return number
-
-
-def _count(ds: Dataset, keyword: str, path: str, default: int) -> int:
-    """A count tag (NumberOfFrames, Rows, ...) as a positive int, or a :class:`MedVitReadError`."""
-    number = _number(ds, keyword, path, float(default))
-    if number is None or number != int(number) or number < 0:
-        raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {number}, which is not a whole number")
-    return int(number) or default
-
-
-def _item(ds: Dataset, *keywords: str) -> Dataset | None:
-    """Follow a chain of sequence keywords, taking the first item of each."""
-    node: Dataset | None = ds
-    for kw in keywords:
-        seq = node.get(kw) if node is not None else None
-        if not seq:
-            return None
-        node = seq[0]
-    return node
-
-
-def _functional(ds: Dataset, frame: Dataset | None, seq_keyword: str) -> Dataset | None:
-    """An enhanced multi-frame functional group macro, per-frame first then shared."""
-    for group in (frame, _item(ds, "SharedFunctionalGroupsSequence")):
-        if group is not None:
-            found = _item(group, seq_keyword)
-            if found is not None:
-                return found
-    return None
-
-
-def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """Unit row-direction cosine ``r`` and column-direction cosine ``c``, or None."""
-    iop = _floats(ds.get("ImageOrientationPatient"))
-    if iop is None:
-        plane = _functional(ds, None, "PlaneOrientationSequence")
-        iop = _floats(plane.get("ImageOrientationPatient")) if plane is not None else None
-    if iop is None or len(iop) != 6:
-        return None
-    r, c = np.asarray(iop[:3]), np.asarray(iop[3:])
-    nr, nc = np.linalg.norm(r), np.linalg.norm(c)
-    if nr < 1e-6 or nc < 1e-6 or abs(np.dot(r / nr, c / nc)) > 1e-3:
-        return None
-    return r / nr, c / nc
-
-
-def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float], str]:
-    """``(row spacing, column spacing)`` in mm and the tag it came from."""
-    measures = _functional(ds, None, "PixelMeasuresSequence")
-    candidates = (
-        ("PixelSpacing", ds.get("PixelSpacing")),
-        ("PixelMeasuresSequence", measures.get("PixelSpacing") if measures is not None else None),
-        ("ImagerPixelSpacing", ds.get("ImagerPixelSpacing")),
-    )
-    for source, value in candidates:
-        values = _floats(value)
-        if values is not None and len(values) == 2 and min(values) > 0:
-            return (values[0], values[1]), source
-    return (1.0, 1.0), "default"
-
-
-def _spacing_notes(ds: Dataset, path: str, spacing_source: str) -> list[str]:
-    """Warnings for spacing tags present but unusable (text, zero, negative): never silently 1 mm."""
-    notes = []
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "SpacingBetweenSlices", "SliceThickness"):
-        if keyword not in ds:
-            continue
-        try:
-            value = ds[keyword].value
-        except Exception:  # pydicom could not convert the text at all
-            value = ds[keyword].repval if hasattr(ds[keyword], "repval") else "?"
-        if value is None or value == "":
-            continue
-        values = _floats(value if isinstance(value, Sequence) and not isinstance(value, str) else [value])
-        if values is None or min(values) <= 0:
-            notes.append(f"{path}: the DICOM tag {keyword} holds {value!r}, not positive numbers; ignored")
-    if notes and spacing_source == "default":
-        notes.append(f"{path}: no usable pixel spacing: 1 mm per pixel is assumed, so distances and volumes are not mm")
-    return notes
-
-
-def _slice_spacing(ds: Dataset) -> float | None:
-    measures = _functional(ds, None, "PixelMeasuresSequence")
-    return _first_float(
-        ds.get("SpacingBetweenSlices"),
-        measures.get("SpacingBetweenSlices") if measures is not None else None,
-        ds.get("SliceThickness"),
-        measures.get("SliceThickness") if measures is not None else None,
-    )
-
-
-def _to_output_dtype(values: np.ndarray) -> np.ndarray:
-    """int16 if the modality values are integral and fit, else float32.
-
-    Integral values beyond float32's exact range (2**24) are kept as int32 rather than
-    rounded.
-    """
-    if values.size == 0:
-        return values.astype(np.int16)
-    integral = values.dtype.kind in "iub" or (
-        bool(np.all(np.isfinite(values))) and np.array_equal(values, np.round(values))
-    )
-    if integral:
-        lo, hi = float(values.min()), float(values.max())
-        if np.iinfo(np.int16).min <= lo and hi <= np.iinfo(np.int16).max:
-            return values.astype(np.int16)
-        if max(abs(lo), abs(hi)) > 2**24 and np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max:
-            return values.astype(np.int32)
-    return values.astype(np.float32)
-
-
-def _modality_values(raw: np.ndarray, ds: Dataset, frame: Dataset | None = None) -> np.ndarray:
-    """Stored values to modality values (e.g. Hounsfield units), as float64 or the raw integers."""
-    path = str(getattr(ds, "filename", None) or "DICOM file")
-    transform = _functional(ds, frame, "PixelValueTransformationSequence")
-    if transform is not None and "RescaleSlope" in transform:
-        slope = _number(transform, "RescaleSlope", path, 1.0)
-        intercept = _number(transform, "RescaleIntercept", path, 0.0)
-        out = raw.astype(np.float64) * slope + intercept
-    else:
-        # validated here so that text in these tags is an error naming the file and the tag
-        _number(ds, "RescaleSlope", path)
-        _number(ds, "RescaleIntercept", path)
-        try:
-            out = apply_modality_lut(raw, ds)
-        except MedVitReadError:
-            raise
-        except Exception as exc:  # a malformed Modality LUT
-            raise MedVitReadError(f"{path}: cannot apply the DICOM modality LUT ({type(exc).__name__}: {exc})") from exc
-    if ds.get("Modality") == "RTDOSE" and ds.get("DoseGridScaling") is not None:
-        out = out.astype(np.float64) * _number(ds, "DoseGridScaling", path, 1.0)
-    return out
-
-
-def _is_rgb(ds: Dataset) -> bool:
-    return int(ds.get("SamplesPerPixel", 1)) > 1
-
-
-def _looks_like_raw_dicom(path: str) -> bool:
-    """A file without preamble that starts with a DICOM data element of group 0002 or 0008
-    (little or big endian), as old ACR-NEMA style files do."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return False
-    if len(head) < 8:
-        return False
-    group_le = int.from_bytes(head[:2], "little")
-    group_be = int.from_bytes(head[:2], "big")
-    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
-
-
-def _dcmread(path: str, *, header_only: bool = False) -> Dataset:
-    force = not has_dicm_preamble(path)  # an old file may lack the preamble: then it must look raw
-    if force and not _looks_like_raw_dicom(path):
-        raise MedVitReadError(
-            f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble and no DICOM data "
-            "element at the start)")
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=header_only, force=force)
-    except Exception as exc:
-        raise MedVitReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
-
-
-def _pixels(ds: Dataset, path: str) -> np.ndarray:
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise MedVitReadError(f"{path}: the DICOM file holds no pixel data (Modality {ds.get('Modality')!r})")
-    try:
-        return np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise MedVitReadError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc})") from exc
-
-
-def _tag_summary(ds: Dataset) -> dict[str, Any]:
-    """JSON-friendly, non-identifying tags worth keeping."""
-    out: dict[str, Any] = {}
-    for kw in (
-        "Modality", "SeriesInstanceUID", "SeriesDescription", "StudyInstanceUID", "SOPClassUID",
-        "PhotometricInterpretation", "Manufacturer", "BodyPartExamined", "PatientPosition",
-    ):
-        value = ds.get(kw)
-        if value not in (None, ""):
-            out[kw] = str(value)
-    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing"):
-        values = _floats(ds.get(kw))
-        if values is not None:
-            out[kw] = values
-    numeric = ("SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth")
-    for kw in numeric:
-        value = ds.get(kw)
-        if value is None or value == "":
-            continue
-        numbers = _floats(value) if isinstance(value, Sequence) and not isinstance(value, str) else _floats([value])
-        if numbers:
-            out[kw] = numbers if len(numbers) > 1 else numbers[0]
-    return out
 
 
 # -- geometry -------------------------------------------------------------------------------
 @dataclass
 class _StackGeometry:
+    """Where a stack of slices lies: its affine, slice order, positions and spacing warnings."""
+
     affine: np.ndarray  # 4x4, (slice, row, col) -> (S, P, L)
     order: np.ndarray  # permutation sorting the slices by position
     positions: list[float]  # sorted projections on the slice normal
@@ -388,6 +112,7 @@ def _stack_geometry(
 
 
 def _meta_from_affine(affine: np.ndarray, *, path: str, ds: Dataset, rgb: bool, extra: dict[str, Any]) -> ImageMeta:
+    """The meta of a (slice, row, col) volume placed by ``affine``."""
     return ImageMeta.from_affine(
         affine,
         axes=("z", "y", "x"),
@@ -399,6 +124,7 @@ def _meta_from_affine(affine: np.ndarray, *, path: str, ds: Dataset, rgb: bool, 
 
 
 def _emit(meta: ImageMeta, notes: list[str]) -> None:
+    """Record ``notes`` in ``meta.extra["warnings"]`` and issue each as a UserWarning."""
     if notes:
         meta.extra.setdefault("warnings", []).extend(notes)
         for note in notes:
@@ -435,6 +161,7 @@ def _check_size(ds: Dataset, path: str, frames: int | None = None, what: str = "
 
 
 def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
+    """One DICOM file: a 2D image, or a multi-frame volume placed by its per-frame positions."""
     ds = _dcmread(path)  # pixel data stay undecoded (and compressed) until _pixels
     if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise MedVitReadError(f"{path}: this is a DICOMDIR index, not an image; open its folder instead")
@@ -503,83 +230,8 @@ def _read_single_file(path: str) -> tuple[np.ndarray, ImageMeta]:
 
 
 # -- folders --------------------------------------------------------------------------------
-@dataclass
-class _Series:
-    key: tuple[Any, ...]
-    files: list[str]
-    headers: list[Dataset]
-    frames: int = 0
-
-    @property
-    def first(self) -> Dataset:
-        return self.headers[0]
-
-    def summary(self) -> dict[str, Any]:
-        ds = self.first
-        return {
-            "SeriesInstanceUID": str(ds.get("SeriesInstanceUID", "")),
-            "SeriesDescription": str(ds.get("SeriesDescription", "") or ""),
-            "Modality": str(ds.get("Modality", "") or ""),
-            "number_of_files": len(self.files),
-            "number_of_slices": self.frames,
-            "folder": os.path.dirname(self.files[0]),
-        }
-
-    def label(self) -> str:
-        ds = self.first
-        name = str(ds.get("SeriesDescription", "") or "") or os.path.basename(os.path.dirname(self.files[0]))
-        files = "file" if len(self.files) == 1 else "files"
-        return f"'{name}' ({ds.get('Modality', '?')}, {len(self.files)} {files})"
-
-
-def _scan_folder(folder: str) -> tuple[list[_Series], dict[str, str], list[str]]:
-    """Group the image files under ``folder`` into series of stackable slices.
-
-    Also returns the DICOM-named files that could not be read (with the reason) and the other
-    (non-DICOM) files.
-    """
-    groups: dict[tuple[Any, ...], _Series] = {}
-    reasons: dict[str, str] = {}  # the DICOM-named files that could not be read, and why
-    ignored: list[str] = []
-    for i, path in enumerate(iter_folder_files(folder)):
-        if i >= _MAX_FOLDER_FILES:
-            raise MedVitReadError(f"{folder}: more than {_MAX_FOLDER_FILES} files; open a series folder instead")
-        if os.path.basename(path).upper() == "DICOMDIR":
-            continue
-        if not is_dicom_path(path) and not _looks_like_raw_dicom(path):
-            ignored.append(path)
-            continue
-        try:
-            ds = _dcmread(path, header_only=True)
-        except MedVitReadError as exc:
-            reasons[path] = str(exc).replace(f"{path}: ", "", 1)
-            continue
-        if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS or "Rows" not in ds or "Columns" not in ds:
-            continue  # DICOMDIR, structured reports, RT plans, ...: no image
-        try:
-            nframes = _count(ds, "NumberOfFrames", path, 1)
-            rows, cols = _count(ds, "Rows", path, 0), _count(ds, "Columns", path, 0)
-            samples = _count(ds, "SamplesPerPixel", path, 1)
-        except MedVitReadError as exc:
-            reasons[path] = str(exc).replace(f"{path}: ", "", 1)
-            continue
-        rc = _orientation(ds)
-        key: tuple[Any, ...] = (
-            str(ds.get("SeriesInstanceUID", "")),
-            None if rc is None else tuple(np.round(np.concatenate(rc), 4)),
-            rows,
-            cols,
-            samples,
-            str(ds.get("SOPInstanceUID", path)) if nframes > 1 else "",  # a multi-frame file is its own volume
-        )
-        series = groups.setdefault(key, _Series(key=key, files=[], headers=[]))
-        series.files.append(path)
-        series.headers.append(ds)
-        series.frames += nframes
-    return list(groups.values()), reasons, ignored
-
-
 def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
+    """The slices of one series stacked into a volume, sorted along the slice normal (or by InstanceNumber)."""
     if len(series.files) == 1:
         return _read_single_file(series.files[0])
     datasets = [_dcmread(p) for p in series.files]  # pixel data stay undecoded until _pixels
@@ -624,6 +276,7 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
 
 
 def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
+    """The series with the most slices in ``folder``; the other series and skipped files are listed in the meta."""
     series_list, skipped, ignored = _scan_folder(folder)
     if not series_list:
         first = next(iter(skipped), None)

@@ -167,21 +167,8 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         return _read_nifti(path)
 
 
-def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
-    """Read a ``.nii``/``.nii.gz`` file as a ``(z, y, x)`` or ``(t, z, y, x)`` array and its meta.
-
-    2D images become a single-slice volume; trailing singleton dimensions beyond the fourth
-    are dropped. RGB24 / RGBA32 voxels become an RGB image (channel last, ``meta.rgb``; alpha
-    dropped). A sagittal or coronal storage order comes back in display order
-    (:mod:`napari_medvit.io.orientation`).
-
-    Raises :class:`MedVitReadError` naming the file for missing, corrupt or unsupported files:
-    complex voxels (refused: save the magnitude), a zero-sized axis, a header whose sform, qform
-    and pixdim all fail to place the image (non-finite, singular or absurd; a broken sform with
-    a valid qform is skipped with a warning), and :class:`~napari_medvit.io.limits.ImageTooLargeError`
-    when the header declares more voxels than the memory budget, before any voxel is read.
-    """
-    path = os.fspath(path)
+def _load(path: str) -> nib.Nifti1Image | nib.Nifti2Image:
+    """nibabel's image of an existing NIfTI file (header repair notes silenced); MedVitReadError otherwise."""
     if not os.path.isfile(path):
         raise MedVitReadError(f"{path}: no such NIfTI file")
     try:
@@ -192,7 +179,12 @@ def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         raise MedVitReadError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise MedVitReadError(f"{path}: expected a NIfTI image, nibabel found a {type(img).__name__}")
+    return img
 
+
+def _voxel_layout(img: nib.Nifti1Image, path: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """The shape to read (trailing singleton axes beyond the fourth dropped), the on-disk voxel type
+    and whether it is RGB(A); MedVitReadError for what the reader refuses (module docstring)."""
     try:
         shape = tuple(int(s) for s in img.shape)
         on_disk = np.dtype(img.header.get_data_dtype())
@@ -217,8 +209,13 @@ def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
             "or the real part as a real-valued NIfTI")
     if not rgb and on_disk.kind not in "biuf":
         raise MedVitReadError(f"{path}: unsupported NIfTI voxel type {on_disk}")
-    affine, affine_source, notes, ignored = _placing_affine(img, path)
+    return shape, on_disk, rgb
 
+
+def _read_voxels(img: nib.Nifti1Image, path: str, shape: tuple[int, ...], on_disk: np.dtype,
+                 rgb: bool) -> np.ndarray:
+    """The voxel values as stored, ``(i, j, k[, t])`` (2D as one slice; RGB channel last), scaled by
+    scl_slope/scl_inter, native byte order; refused before reading when over the memory budget."""
     try:
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
     except (AttributeError, TypeError, ValueError):
@@ -240,17 +237,20 @@ def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         data = data.astype(data.dtype.newbyteorder("="))
     if data.dtype == np.float64 and on_disk.kind != "f":
         data = data.astype(np.float32)  # scaled integers: float32 is plenty
-    n_spatial = data.ndim - (1 if rgb else 0)
-    order = (2, 1, 0) if n_spatial == 3 else (3, 2, 1, 0)
-    array = np.ascontiguousarray(data.transpose(order + ((3,) if rgb else ())))
+    return data
 
+
+def _nifti_meta(img: nib.Nifti1Image, path: str, data: np.ndarray, rgb: bool, affine: np.ndarray,
+                affine_source: str, ignored: list[str]) -> ImageMeta:
+    """The meta of the image placed by ``affine``, with the header geometry kept for writing back."""
+    n_spatial = data.ndim - (1 if rgb else 0)
     geometry = _header_geometry(img)
     geometry["affine"] = affine.tolist()
     geometry["affine_source"] = affine_source
     geometry["ignored_forms"] = [f for f in ignored if f in ("sform", "qform")]  # zeroed in written masks
     geometry["shape"] = [int(s) for s in data.shape[:3]]
     geometry["full_shape"] = [int(s) for s in data.shape[:n_spatial]]
-    meta = ImageMeta.from_affine(
+    return ImageMeta.from_affine(
         nifti_to_world_affine(affine),
         axes=("z", "y", "x"),
         source_path=os.path.abspath(path),
@@ -258,6 +258,31 @@ def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         rgb=rgb,
         extra={NIFTI_EXTRA_KEY: geometry},
     )
+
+
+def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+    """Read a ``.nii``/``.nii.gz`` file as a ``(z, y, x)`` or ``(t, z, y, x)`` array and its meta.
+
+    2D images become a single-slice volume; trailing singleton dimensions beyond the fourth
+    are dropped. RGB24 / RGBA32 voxels become an RGB image (channel last, ``meta.rgb``; alpha
+    dropped). A sagittal or coronal storage order comes back in display order
+    (:mod:`napari_medvit.io.orientation`).
+
+    Raises :class:`MedVitReadError` naming the file for missing, corrupt or unsupported files:
+    complex voxels (refused: save the magnitude), a zero-sized axis, a header whose sform, qform
+    and pixdim all fail to place the image (non-finite, singular or absurd; a broken sform with
+    a valid qform is skipped with a warning), and :class:`~napari_medvit.io.limits.ImageTooLargeError`
+    when the header declares more voxels than the memory budget, before any voxel is read.
+    """
+    path = os.fspath(path)
+    img = _load(path)
+    shape, on_disk, rgb = _voxel_layout(img, path)
+    affine, affine_source, notes, ignored = _placing_affine(img, path)
+    data = _read_voxels(img, path, shape, on_disk, rgb)
+    n_spatial = data.ndim - (1 if rgb else 0)
+    order = (2, 1, 0) if n_spatial == 3 else (3, 2, 1, 0)
+    array = np.ascontiguousarray(data.transpose(order + ((3,) if rgb else ())))
+    meta = _nifti_meta(img, path, data, rgb, affine, affine_source, ignored)
     if notes:
         meta.extra["warnings"] = notes
         for note in notes:

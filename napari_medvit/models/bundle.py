@@ -172,9 +172,8 @@ def _walk(node: Any, node_id: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _walk(v, f"{node_id}#{i}" if node_id else str(i))
 
 
-def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Manifest]:
-    """``(state_dict, manifest)`` of a MONAI bundle folder; CheckpointError naming the bundle file and key."""
-    root = Path(path)
+def _check_bundle_files(root: Path) -> None:
+    """CheckpointError unless ``root`` is a folder holding configs/inference.json and models/model.pt."""
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a MONAI bundle folder (configs/inference.json, models/model.pt)")
     for rel in ("configs/inference.json", "models/model.pt"):
@@ -183,10 +182,11 @@ def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
                 if rel.endswith(".json") and (root / "configs" / "inference.yaml").is_file() else ""
             raise CheckpointError(f"MONAI bundle {root.name}: {rel} is missing or not a file{yaml}; a bundle "
                                   "needs configs/inference.json and models/model.pt")
-    inference = _BundleJson(root, "configs/inference.json")
-    meta_file = root / "configs" / "metadata.json"
-    metadata = _BundleJson(root, "configs/metadata.json").data if meta_file.exists() else {}
 
+
+def _network(inference: _BundleJson, root: Path) -> tuple[str, dict[str, Any], int]:
+    """The architecture of ``network_def``, its arguments as literals (MONAI's defaults for those left
+    out) and the number of spatial dimensions."""
     net = inference.data.get("network_def", _MISSING)
     if net is _MISSING:
         raise inference.error("network_def", "is missing; it names the network (_target_ SwinUNETR, UNETR or UNet)")
@@ -207,55 +207,93 @@ def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
     _fill_monai_defaults(arch, _target(net), config)
     spatial_dims = config.get("spatial_dims", 3)
     dims = int(spatial_dims) if _is_count(spatial_dims) else 3
+    return arch, config, dims
 
+
+def _axcodes(inference: _BundleJson, node: dict[str, Any], node_id: str) -> str:
+    """``Orientationd`` axcodes: orientation codes such as 'RAS'."""
+    axcodes = inference.literal(node["axcodes"], f"{node_id}#axcodes")
+    if not _is_axcodes(axcodes):
+        raise inference.error(f"{node_id}#axcodes", f"'axcodes' is {short_repr(axcodes)}, expected orientation "
+                                                    "codes such as 'RAS' (one of L/R, A/P, S/I per axis)")
+    return axcodes
+
+
+def _pixdim(inference: _BundleJson, node: dict[str, Any], node_id: str, dims: int) -> list[float]:
+    """``Spacingd`` pixdim: positive voxel sizes in mm (one number stands for every axis)."""
+    pixdim = inference.literal(node["pixdim"], f"{node_id}#pixdim")
+    values = pixdim if isinstance(pixdim, list) else [pixdim] * dims
+    if not values or not all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                             and v > 0 for v in values):
+        raise inference.error(f"{node_id}#pixdim", f"'pixdim' is {short_repr(pixdim)}, expected positive "
+                                                  "voxel sizes in mm (a number or a list of numbers)")
+    return [float(v) for v in values]
+
+
+def _intensity(inference: _BundleJson, node: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """``ScaleIntensityRanged``: the intensity window, the range it maps to (0..1 without b_min/b_max)
+    and whether values are clipped."""
+    a_min, a_max = (float(inference.number(node, k, node_id)) for k in ("a_min", "a_max"))
+    if a_min == a_max:
+        raise inference.error(f"{node_id}#a_max", f"a_min and a_max are both {a_min}, expected an "
+                                                 "intensity window of non-zero width")
+    b_min, b_max = (inference.number(node, k, node_id, default=None) for k in ("b_min", "b_max"))
+    if b_min is None or b_max is None:  # MONAI then maps the window to 0..1 without rescaling
+        b_min, b_max = 0.0, 1.0
+    clip = inference.literal(node.get("clip", False), f"{node_id}#clip")
+    if not isinstance(clip, bool):
+        raise inference.error(f"{node_id}#clip", f"'clip' is {short_repr(clip)}, expected true or false")
+    return {"window": [a_min, a_max], "range": [float(b_min), float(b_max)], "clip": clip}
+
+
+def _sliding_window(inference: _BundleJson, node: dict[str, Any], node_id: str, dims: int,
+                    pre: dict[str, Any]) -> None:
+    """``SlidingWindowInferer``: roi_size, overlap, sw_batch_size and mode (as ``blend``) into ``pre``."""
+    if "roi_size" in node:
+        pre["roi_size"] = inference.integers(node, "roi_size", node_id, dims)
+    if "overlap" in node:
+        overlap = inference.number(node, "overlap", node_id)
+        if not 0 <= overlap < 1:
+            raise inference.error(f"{node_id}#overlap", f"'overlap' is {overlap}, expected a number in [0, 1)")
+        pre["overlap"] = overlap
+    if "sw_batch_size" in node:
+        pre["sw_batch_size"] = inference.count(node, "sw_batch_size", node_id)
+    if "mode" in node:
+        mode = inference.literal(node["mode"], f"{node_id}#mode")
+        if mode not in ("constant", "gaussian"):
+            raise inference.error(f"{node_id}#mode", f"'mode' is {short_repr(mode)}, expected 'constant' or "
+                                                    "'gaussian'")
+        pre["blend"] = mode
+
+
+def _preprocessing(inference: _BundleJson, dims: int) -> dict[str, Any]:
+    """The preprocessing and inferer settings of every enabled transform of inference.json, in file
+    order (a later one of a kind wins)."""
     pre: dict[str, Any] = {}
     for node_id, node in _walk(inference.data):
         kind = _target(node)
         if node.get("_disabled_") is True:
             continue
         if kind in ("Orientationd", "Orientation") and "axcodes" in node:
-            axcodes = inference.literal(node["axcodes"], f"{node_id}#axcodes")
-            if not _is_axcodes(axcodes):
-                raise inference.error(f"{node_id}#axcodes", f"'axcodes' is {short_repr(axcodes)}, expected orientation "
-                                                            "codes such as 'RAS' (one of L/R, A/P, S/I per axis)")
-            pre["axcodes"] = axcodes
+            pre["axcodes"] = _axcodes(inference, node, node_id)
         elif kind in ("Spacingd", "Spacing") and "pixdim" in node:
-            pixdim = inference.literal(node["pixdim"], f"{node_id}#pixdim")
-            values = pixdim if isinstance(pixdim, list) else [pixdim] * dims
-            if not values or not all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-                                     and v > 0 for v in values):
-                raise inference.error(f"{node_id}#pixdim", f"'pixdim' is {short_repr(pixdim)}, expected positive "
-                                                          "voxel sizes in mm (a number or a list of numbers)")
-            pre["pixdim"] = [float(v) for v in values]
+            pre["pixdim"] = _pixdim(inference, node, node_id, dims)
         elif kind in ("ScaleIntensityRanged", "ScaleIntensityRange"):
-            a_min, a_max = (float(inference.number(node, k, node_id)) for k in ("a_min", "a_max"))
-            if a_min == a_max:
-                raise inference.error(f"{node_id}#a_max", f"a_min and a_max are both {a_min}, expected an "
-                                                         "intensity window of non-zero width")
-            b_min, b_max = (inference.number(node, k, node_id, default=None) for k in ("b_min", "b_max"))
-            if b_min is None or b_max is None:  # MONAI then maps the window to 0..1 without rescaling
-                b_min, b_max = 0.0, 1.0
-            clip = inference.literal(node.get("clip", False), f"{node_id}#clip")
-            if not isinstance(clip, bool):
-                raise inference.error(f"{node_id}#clip", f"'clip' is {short_repr(clip)}, expected true or false")
-            pre["intensity"] = {"window": [a_min, a_max], "range": [float(b_min), float(b_max)], "clip": clip}
+            pre["intensity"] = _intensity(inference, node, node_id)
         elif kind in ("SlidingWindowInferer",):
-            if "roi_size" in node:
-                pre["roi_size"] = inference.integers(node, "roi_size", node_id, dims)
-            if "overlap" in node:
-                overlap = inference.number(node, "overlap", node_id)
-                if not 0 <= overlap < 1:
-                    raise inference.error(f"{node_id}#overlap", f"'overlap' is {overlap}, expected a number in [0, 1)")
-                pre["overlap"] = overlap
-            if "sw_batch_size" in node:
-                pre["sw_batch_size"] = inference.count(node, "sw_batch_size", node_id)
-            if "mode" in node:
-                mode = inference.literal(node["mode"], f"{node_id}#mode")
-                if mode not in ("constant", "gaussian"):
-                    raise inference.error(f"{node_id}#mode", f"'mode' is {short_repr(mode)}, expected 'constant' or "
-                                                            "'gaussian'")
-                pre["blend"] = mode
+            _sliding_window(inference, node, node_id, dims, pre)
+    return pre
 
+
+def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Manifest]:
+    """``(state_dict, manifest)`` of a MONAI bundle folder; CheckpointError naming the bundle file and key."""
+    root = Path(path)
+    _check_bundle_files(root)
+    inference = _BundleJson(root, "configs/inference.json")
+    meta_file = root / "configs" / "metadata.json"
+    metadata = _BundleJson(root, "configs/metadata.json").data if meta_file.exists() else {}
+    arch, config, dims = _network(inference, root)
+    pre = _preprocessing(inference, dims)
     class_names = _class_names(root, metadata)
 
     name = f"{root.name}/models/model.pt"

@@ -61,6 +61,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_medvit.synthetic._endoscopy_fields import (
+    add_blob,
+    draw_vessels,
+    fov_mask,
+    periodic,
+    sigmoid,
+    smooth_noise,
+    theta_index,
+)
 from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases, select_cases
 
 __all__ = [
@@ -83,7 +92,7 @@ SAMPLE_FRAME_SEED = 12
 SAMPLE_FRAME_SHAPE = (288, 384)
 _MIN_SIDE = 64
 _MAX_SIDE = 4096
-_NTHETA = 1024  # samples of the periodic angular functions (lookup tables)
+_VESSEL_TINT = np.array([0.30, 0.62, 0.52], np.float32)  # light absorbed by vessels, per channel
 
 
 @dataclass
@@ -99,10 +108,11 @@ class EndoscopyFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# small helpers
+# argument checks
 
 
 def _check_shape(shape: Any) -> tuple[int, int]:
+    """``(height, width)`` as ints, each side in [_MIN_SIDE, _MAX_SIDE]; ValueError otherwise."""
     try:
         h, w = (int(v) for v in shape)
     except (TypeError, ValueError):
@@ -114,125 +124,14 @@ def _check_shape(shape: Any) -> tuple[int, int]:
     return h, w
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
-    """Zero-mean, unit-std noise with features about ``cell`` pixels across (cubic upsampling)."""
-    h, w = shape
-    cell = max(float(cell), 1.0)
-    gh, gw = int(np.ceil(h / cell)) + 4, int(np.ceil(w / cell)) + 4
-    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
-    # Sample the coarse grid at fractional positions (offset so the border is never used).
-    ys = (np.arange(h, dtype=np.float32) / cell + 1.5)
-    xs = (np.arange(w, dtype=np.float32) / cell + 1.5)
-    # Cubic interpolation in two passes: along y (to the coarse x grid), then along x.
-    tmp = ndimage.map_coordinates(
-        coarse, np.meshgrid(ys, np.arange(gw, dtype=np.float32), indexing="ij"), order=3, mode="mirror"
-    )
-    out = ndimage.map_coordinates(
-        tmp, np.meshgrid(np.arange(h, dtype=np.float32), xs, indexing="ij"), order=3, mode="mirror"
-    )
-    out -= out.mean()
-    std = float(out.std())
-    return (out / std if std > 0 else out).astype(np.float32)
-
-
-def _periodic(rng: np.random.Generator, n_harmonics: int, amplitude: float) -> np.ndarray:
-    """A smooth random 2*pi-periodic function sampled on ``_NTHETA`` angles, max |f| = amplitude."""
-    t = np.linspace(0.0, 2.0 * np.pi, _NTHETA, endpoint=False)
-    f = np.zeros(_NTHETA)
-    for k in range(1, n_harmonics + 1):
-        f += rng.normal(0.0, 1.0 / k) * np.cos(k * t + rng.uniform(0.0, 2.0 * np.pi))
-    peak = np.abs(f).max()
-    if peak > 0:
-        f *= amplitude / peak
-    return f.astype(np.float32)
-
-
-def _theta_index(theta: np.ndarray) -> np.ndarray:
-    idx = ((theta + np.pi) * (_NTHETA / (2.0 * np.pi))).astype(np.int32)
-    return np.clip(idx, 0, _NTHETA - 1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
-
-
-def _fov_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Soft (anti-aliased) field-of-view mask of the endoscope and its description."""
-    yy = np.abs(np.arange(h, dtype=np.float32) - (h - 1) / 2.0)[:, None]
-    xx = np.abs(np.arange(w, dtype=np.float32) - (w - 1) / 2.0)[None, :]
-    band = rng.uniform(0.0, 0.06) * w if rng.random() < 0.5 else 0.0
-    hy, hx = h / 2.0, w / 2.0 - band
-    short = min(h, w)
-    if rng.random() < 0.55:
-        kind = "octagon"
-        cut = rng.uniform(0.08, 0.20) * short
-        # signed distance (positive inside) to the octagon: box and cut corners
-        d = np.minimum(hy - yy, hx - xx)
-        d = np.minimum(d, (hy + hx - cut - yy - xx) / np.sqrt(2.0))
-        extent = cut
-    else:
-        kind = "rounded"
-        rad = rng.uniform(0.10, 0.25) * short
-        qy = np.maximum(yy - (hy - rad), 0.0)
-        qx = np.maximum(xx - (hx - rad), 0.0)
-        outside = np.sqrt(qy**2 + qx**2)
-        inner = np.minimum(np.minimum(hy - yy, hx - xx), rad)
-        d = np.where((qy > 0) & (qx > 0), rad - outside, inner)
-        d = np.minimum(d, np.minimum(hy - yy, hx - xx))
-        extent = rad
-    soft = np.clip(d + 0.5, 0.0, 1.0).astype(np.float32)
-    return soft, {"fov": kind, "fov_corner_px": float(extent), "fov_side_band_px": float(band)}
-
-
-def _add_blob(canvas: np.ndarray, cy: int, cx: int, major: float, minor: float, angle: float) -> None:
-    """Max-composite a saturated elliptical highlight (core 1, soft edge) into ``canvas``."""
-    h, w = canvas.shape
-    rad = int(np.ceil(major * 2.5)) + 1
-    y0, y1 = max(cy - rad, 0), min(cy + rad + 1, h)
-    x0, x1 = max(cx - rad, 0), min(cx + rad + 1, w)
-    by = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
-    bx = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-    bu = bx * np.float32(np.cos(angle)) + by * np.float32(np.sin(angle))
-    bv = -bx * np.float32(np.sin(angle)) + by * np.float32(np.cos(angle))
-    blob = np.clip(1.6 * np.exp(-((bu / major) ** 2 + (bv / minor) ** 2)), 0.0, 1.0)
-    canvas[y0:y1, x0:x1] = np.maximum(canvas[y0:y1, x0:x1], blob)
-
-
 # --------------------------------------------------------------------------------------------
 # scene parts
 
 
-def _draw_vessels(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarray:
-    """Branching random-walk vessel trees, intensity in [0, 1]."""
-    thin = np.zeros((h, w), np.float32)
-    thick = np.zeros((h, w), np.float32)
-    step = 1.0
-    for _ in range(int(rng.integers(4, 10))):
-        stack = [(rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * np.pi),
-                  rng.uniform(60, 180) * s, rng.uniform(0.6, 1.0), 0)]
-        while stack:
-            y0, x0, a0, length, strength, depth = stack.pop()
-            n = max(int(length / step), 2)
-            angles = a0 + np.cumsum(rng.normal(0.0, 0.10, n))
-            ys = y0 + np.cumsum(np.sin(angles)) * step
-            xs = x0 + np.cumsum(np.cos(angles)) * step
-            yi = np.round(ys).astype(np.int64)
-            xi = np.round(xs).astype(np.int64)
-            ok = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
-            target = thick if depth == 0 and strength > 0.75 else thin
-            np.maximum.at(target, (yi[ok], xi[ok]), strength)
-            if depth < 3:
-                for _ in range(int(rng.integers(0, 4 - depth))):
-                    j = int(rng.integers(n // 5, n))
-                    side = rng.choice([-1.0, 1.0])
-                    stack.append((float(ys[j]), float(xs[j]), float(angles[j] + side * rng.uniform(0.4, 1.1)),
-                                  length * rng.uniform(0.35, 0.7), strength * rng.uniform(0.6, 0.85), depth + 1))
-    v = ndimage.gaussian_filter(thin, 0.7 * s) * 2.2 + ndimage.gaussian_filter(thick, 1.2 * s) * 4.5
-    return np.clip(v, 0.0, 1.0)
-
-
 @dataclass
 class _Polyp:
+    """One placed polyp: its centre, window in the frame and outline maps on that window."""
+
     cy: float
     cx: float
     y0: int
@@ -249,7 +148,7 @@ def _make_polyp(rng: np.random.Generator, h: int, w: int, area_frac: float,
     """Try to place one polyp of the given area; None if no free spot was found."""
     aspect = rng.uniform(1.0, 1.45)
     phi = rng.uniform(0.0, np.pi)
-    pert = _periodic(rng, int(rng.integers(3, 7)), rng.uniform(0.04, 0.16))
+    pert = periodic(rng, int(rng.integers(3, 7)), rng.uniform(0.04, 0.16))
     # Continuous area of the star-shaped outline: a * b * 0.5 * integral of (1 + p)^2.
     mean_sq = float(np.mean((1.0 + pert.astype(np.float64)) ** 2))
     area = area_frac * h * w
@@ -272,7 +171,7 @@ def _make_polyp(rng: np.random.Generator, h: int, w: int, area_frac: float,
         v = -xx * np.sin(phi) + yy * np.cos(phi)
         rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
         theta = np.arctan2(v / b, u / a)
-        bound = 1.0 + pert[_theta_index(theta)]
+        bound = 1.0 + pert[theta_index(theta)]
         rn = rho / bound  # 1 on the outline
         # signed distance in pixels (approx.): (1 - rn) times the local radius
         local_r = bound * np.sqrt((a * np.cos(theta)) ** 2 + (b * np.sin(theta)) ** 2)
@@ -291,29 +190,24 @@ def _make_polyp(rng: np.random.Generator, h: int, w: int, area_frac: float,
 
 
 # --------------------------------------------------------------------------------------------
-# public API
+# render stages: each takes the frame's one generator and draws from it in a fixed order
 
 
-def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
-                             n_polyps: int | None = None) -> EndoscopyFrame:
-    """Render one colonoscopy-like frame; deterministic for a given ``seed``, ``shape``, ``n_polyps``.
+@dataclass
+class _Tube:
+    """Geometry of the bowel seen from the camera: the lumen and the illumination it implies."""
 
-    ``n_polyps=None`` draws the count from 0..3 with the seed. See the module docstring for the
-    scene model and the ranges of its parameters.
-    """
-    seed = check_seed(seed)
-    h, w = _check_shape(shape)
-    if n_polyps is not None:
-        if isinstance(n_polyps, bool) or not isinstance(n_polyps, (int, np.integer)):
-            raise ValueError(f"n_polyps must be None or an integer in 0..{MAX_POLYPS}, got {n_polyps!r}")
-        if not 0 <= n_polyps <= MAX_POLYPS:
-            raise ValueError(f"n_polyps must lie in 0..{MAX_POLYPS}, got {n_polyps}")
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(0, 4)) if n_polyps is None else int(n_polyps)
-    s = min(h, w) / 288.0
-    params: dict[str, Any] = {"n_polyps": n}
+    ly: float  # lumen centre (pixels)
+    lx: float
+    r_lumen: float  # lumen radius (pixels)
+    rho: np.ndarray  # (H, W) distance from the lumen centre in (wobbly, elliptical) lumen radii
+    tidx: np.ndarray  # (H, W) index of each pixel's angle around the lumen into the NTHETA angle tables
+    illum: np.ndarray  # (H, W) float32 illumination in [0, 1]
+    falloff: float  # light fall-off exponent g
 
-    # -- geometry of the tube ------------------------------------------------------------------
+
+def _draw_tube(rng: np.random.Generator, h: int, w: int) -> _Tube:
+    """Lumen position, size and outline, and the illumination ``(rho**g / (1 + rho**g)) ** 1.4``."""
     half_diag = 0.5 * float(np.hypot(h, w))
     ly = h * (0.5 + rng.uniform(-0.30, 0.30))
     lx = w * (0.5 + rng.uniform(-0.32, 0.32))
@@ -325,8 +219,8 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
     uu = xx * np.float32(np.cos(psi)) + yy * np.float32(np.sin(psi))
     vv = (-xx * np.float32(np.sin(psi)) + yy * np.float32(np.cos(psi))) / np.float32(q)
     r = np.sqrt(uu * uu + vv * vv)
-    tidx = _theta_index(np.arctan2(vv, uu))
-    lumen_wobble = _periodic(rng, 5, rng.uniform(0.10, 0.30))
+    tidx = theta_index(np.arctan2(vv, uu))
+    lumen_wobble = periodic(rng, 5, rng.uniform(0.10, 0.30))
     rho = r / (np.float32(r_lumen) * (1.0 + lumen_wobble[tidx]))
     g = rng.uniform(1.6, 2.6)
     rho_g = rho**g
@@ -334,9 +228,14 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
     illum /= max(float(np.percentile(illum, 98)), 1e-6)
     illum = np.clip(illum, 0.0, 1.0) ** np.float32(1.4)
     illum = illum.astype(np.float32)
-    params.update(lumen_center=(float(ly), float(lx)), lumen_radius_px=float(r_lumen), light_falloff=float(g))
+    return _Tube(ly=ly, lx=lx, r_lumen=r_lumen, rho=rho, tidx=tidx, illum=illum, falloff=g)
 
-    # -- folds ---------------------------------------------------------------------------------
+
+def _draw_folds(rng: np.random.Generator, tube: _Tube) -> tuple[np.ndarray, np.ndarray, int]:
+    """Haustral fold rings around the lumen: the shading they add (bright crests, shadows toward the
+    lumen), the crest strength map (where mucosal highlights prefer to sit) and the number of folds."""
+    h, w = tube.rho.shape
+    rho, tidx = tube.rho, tube.tidx
     fold = np.zeros((h, w), np.float32)
     crest_map = np.zeros((h, w), np.float32)
     rho_k = rng.uniform(1.0, 1.5)
@@ -345,35 +244,37 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
     rho_max = float(rho.max())
     n_folds = 0
     while rho_k < rho_max and n_folds < 7:
-        wobble = _periodic(rng, 4, rng.uniform(0.08, 0.22))
-        arc = np.clip(0.45 + _periodic(rng, 3, 1.0) * 0.9, 0.0, 1.0)
+        wobble = periodic(rng, 4, rng.uniform(0.08, 0.22))
+        arc = np.clip(0.45 + periodic(rng, 3, 1.0) * 0.9, 0.0, 1.0)
         width = 0.22 * rho_k
         u = (rho - rho_k * (1.0 + wobble[tidx])) / np.float32(width)
-        crest = _sigmoid(u / 0.12) * np.exp(-np.maximum(u, 0.0) / 0.45)
-        shadow = _sigmoid(-u / 0.12) * np.exp(np.minimum(u, 0.0) / 0.45)
+        crest = sigmoid(u / 0.12) * np.exp(-np.maximum(u, 0.0) / 0.45)
+        shadow = sigmoid(-u / 0.12) * np.exp(np.minimum(u, 0.0) / 0.45)
         fold += arc[tidx] * (ridge_gain * crest - shadow_gain * shadow)
         crest_map = np.maximum(crest_map, arc[tidx] * crest)
         rho_k *= ratio
         n_folds += 1
-    params["n_folds"] = n_folds
+    return fold, crest_map, n_folds
 
-    # -- mucosa colour ------------------------------------------------------------------------
+
+def _draw_mucosa(rng: np.random.Generator, h: int, w: int, s: float,
+                 fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mucosa colour (base mixed with a deeper red by smooth noise) and its brightness shading
+    (mottling, grain and the folds)."""
     base = np.array([rng.uniform(0.80, 0.92), rng.uniform(0.36, 0.50), rng.uniform(0.30, 0.42)], np.float32)
     deep = base * np.array([rng.uniform(0.80, 0.92), rng.uniform(0.55, 0.72), rng.uniform(0.60, 0.78)], np.float32)
-    mix = _sigmoid(_smooth_noise(rng, (h, w), rng.uniform(70, 140) * s) * 1.5)
+    mix = sigmoid(smooth_noise(rng, (h, w), rng.uniform(70, 140) * s) * 1.5)
     color = base[None, None, :] * (1.0 - mix[..., None]) + deep[None, None, :] * mix[..., None]
-    mottle = _smooth_noise(rng, (h, w), rng.uniform(25, 50) * s) * rng.uniform(0.02, 0.05)
-    grain = _smooth_noise(rng, (h, w), 2.5 * s) * 0.012
+    mottle = smooth_noise(rng, (h, w), rng.uniform(25, 50) * s) * rng.uniform(0.02, 0.05)
+    grain = smooth_noise(rng, (h, w), 2.5 * s) * 0.012
     shade = 1.0 + mottle + grain + fold
+    return color, shade
 
-    vessels = _draw_vessels(rng, h, w, s) * np.float32(rng.uniform(0.45, 0.85))
-    vessel_tint = np.array([0.30, 0.62, 0.52], np.float32)
 
-    fov, fov_info = _fov_mask(rng, h, w)
-    params.update(fov_info)
-    fov_core = ndimage.binary_erosion(fov > 0.999, iterations=max(int(round(3 * s)), 2))
-
-    # -- polyps --------------------------------------------------------------------------------
+def _place_polyps(rng: np.random.Generator, n: int, h: int, w: int, s: float, fov_core: np.ndarray,
+                  lumen: tuple[float, float], seed: int) -> tuple[np.ndarray, list[_Polyp]]:
+    """Place ``n`` non-overlapping polyps inside the field of view (log-uniform areas, shrunk until
+    they fit); returns the exact mask and the polyps. RuntimeError if they cannot all be placed."""
     mask = np.zeros((h, w), np.uint8)
     taken = np.zeros((h, w), bool)
     polyps: list[_Polyp] = []
@@ -384,7 +285,7 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
         placed = None
         while placed is None:
             at_min = frac <= lo * 1.0001
-            placed = _make_polyp(rng, h, w, frac, fov_core, taken, (ly, lx), tries=400 if at_min else 40)
+            placed = _make_polyp(rng, h, w, frac, fov_core, taken, lumen, tries=400 if at_min else 40)
             if placed is None:
                 if at_min:
                     break
@@ -398,103 +299,147 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
         grown = ndimage.binary_dilation(p.inside, iterations=max(int(round(4 * s)), 3))
         taken[win] |= grown
         polyps.append(p)
+    return mask, polyps
 
+
+def _lit_wall(color: np.ndarray, shade: np.ndarray, vessels: np.ndarray, illum: np.ndarray) -> np.ndarray:
+    """The shaded mucosa with its vessels, redder and darker away from the camera (no draws)."""
     image = color * shade[..., None]
-    image *= 1.0 - vessels[..., None] * vessel_tint[None, None, :] * (0.35 + 0.65 * illum[..., None])
-
-    # depth: redder and darker away from the camera
+    image *= 1.0 - vessels[..., None] * _VESSEL_TINT[None, None, :] * (0.35 + 0.65 * illum[..., None])
     image[..., 0] *= illum**0.75
     image[..., 1] *= illum**1.25
     image[..., 2] *= illum**1.2
+    return image
 
-    specular = np.zeros((h, w), np.float32)
+
+def _draw_light(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Unit light direction (0-19 degrees off the optical axis) and the half vector to the camera."""
     light = np.array([rng.uniform(-0.35, 0.35), rng.uniform(-0.35, 0.35), 1.0])
     light /= np.linalg.norm(light)
     half = light + np.array([0.0, 0.0, 1.0])
     half /= np.linalg.norm(half)
-    boxes: list[tuple[float, float, float, float]] = []
-    polyp_info = []
-    for p in polyps:
-        ph, pw = p.inside.shape
-        win = (slice(p.y0, p.y0 + ph), slice(p.x0, p.x0 + pw))
-        expo = rng.uniform(0.45, 1.0)
-        scale_h = rng.uniform(0.5, 1.1) * np.sqrt(p.inside.sum() / np.pi)
-        rn = np.minimum(p.rn, 1.0)
-        bumps = _smooth_noise(rng, (ph, pw), rng.uniform(5, 12) * s) * rng.uniform(0.0, 0.05)
-        height = (1.0 - rn**2) ** expo + bumps * (1.0 - rn**2)
-        height = height.astype(np.float32) * np.float32(scale_h)
-        gy, gx = np.gradient(height)
-        nz = 1.0 / np.sqrt(gx * gx + gy * gy + 1.0)
-        nx, ny = -gx * nz, -gy * nz
-        lambert = np.clip(nx * light[0] + ny * light[1] + nz * light[2], 0.0, 1.0)
-        ndh = np.clip(nx * half[0] + ny * half[1] + nz * half[2], 0.0, 1.0)
+    return light, half
 
-        kind = str(rng.choice(["redder", "paler", "pinker"], p=[0.4, 0.35, 0.25]))
-        local_base = color[win][p.inside].mean(axis=0)
-        if kind == "redder":
-            tint = np.array([rng.uniform(1.0, 1.06), rng.uniform(0.70, 0.84), rng.uniform(0.76, 0.90)], np.float32)
-            pbase = local_base * tint
-        elif kind == "paler":
-            pale = np.array([0.98, 0.66, 0.56], np.float32)
-            m = rng.uniform(0.15, 0.35)
-            pbase = local_base * (1.0 - m) + pale * m
-        else:
-            tint = np.array([rng.uniform(1.02, 1.06), rng.uniform(0.85, 0.92), rng.uniform(0.92, 1.02)], np.float32)
-            pbase = local_base * tint
-        tex_amp = rng.uniform(0.025, 0.08)
-        texture = 0.7 * _smooth_noise(rng, (ph, pw), rng.uniform(2.0, 4.5) * s) + \
-            0.5 * _smooth_noise(rng, (ph, pw), rng.uniform(6.0, 12.0) * s)
-        pit = 1.0 + tex_amp * np.tanh(texture)
-        pcol = np.clip(pbase, 0.0, 1.0)[None, None, :] * pit[..., None]
-        # raised, hence nearer the light than the wall around it
-        near = np.maximum(illum[win], 0.72 + 0.28 * (height / max(float(height.max()), 1e-6)))
-        diffuse = 0.50 + 0.60 * lambert
-        prgb = pcol * (diffuse * near)[..., None]
-        prgb[..., 1] *= near ** 0.25  # keep depth tint consistent
-        prgb[..., 2] *= near ** 0.20
-        prgb *= 1.0 - 0.25 * vessels[win][..., None] * vessel_tint
 
-        # contact shadow on the mucosa just outside, away from the light
-        dist = ndimage.distance_transform_edt(~p.inside).astype(np.float32)
-        yy_p = np.arange(ph, dtype=np.float32)[:, None] + p.y0 - p.cy
-        xx_p = np.arange(pw, dtype=np.float32)[None, :] + p.x0 - p.cx
-        away = 0.5 + 0.5 * (-(xx_p * light[0] + yy_p * light[1]) / (np.sqrt(xx_p**2 + yy_p**2) + 1e-3))
-        cast = np.exp(-dist / (2.5 * s)) * (0.08 + 0.30 * away) * (~p.inside)
-        image[win] *= (1.0 - cast)[..., None]
+def _polyp_dome(rng: np.random.Generator, p: _Polyp, s: float, light: np.ndarray,
+                half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A polyp's dome height map with small bumps, its Lambert term and its normal . half vector."""
+    ph, pw = p.inside.shape
+    expo = rng.uniform(0.45, 1.0)
+    scale_h = rng.uniform(0.5, 1.1) * np.sqrt(p.inside.sum() / np.pi)
+    rn = np.minimum(p.rn, 1.0)
+    bumps = smooth_noise(rng, (ph, pw), rng.uniform(5, 12) * s) * rng.uniform(0.0, 0.05)
+    height = (1.0 - rn**2) ** expo + bumps * (1.0 - rn**2)
+    height = height.astype(np.float32) * np.float32(scale_h)
+    gy, gx = np.gradient(height)
+    nz = 1.0 / np.sqrt(gx * gx + gy * gy + 1.0)
+    nx, ny = -gx * nz, -gy * nz
+    lambert = np.clip(nx * light[0] + ny * light[1] + nz * light[2], 0.0, 1.0)
+    ndh = np.clip(nx * half[0] + ny * half[1] + nz * half[2], 0.0, 1.0)
+    return height, lambert, ndh
 
-        # guarantee a visible colour contrast with the mucosa around (log G/R chromaticity)
-        ring = (dist > 3.0 * s) & (dist <= 12.0 * s) & fov_core[win] & (mask[win] == 0)
-        if ring.any():
-            pm, rm = prgb[p.inside].mean(axis=0), image[win][ring].mean(axis=0)
-            diff = float(np.log((pm[1] + 1e-3) / (pm[0] + 1e-3)) - np.log((rm[1] + 1e-3) / (rm[0] + 1e-3)))
-            sign = 1.0 if kind == "paler" else -1.0
-            want = rng.uniform(0.14, 0.22) if kind == "paler" else rng.uniform(0.15, 0.30)
-            if sign * diff < want:
-                gain = float(np.exp(sign * (want - sign * diff)))
-                prgb[..., 1] *= gain
-                prgb[..., 2] *= gain ** (0.6 if kind == "paler" else 0.8)
 
-        a = p.alpha[..., None]
-        image[win] = image[win] * (1.0 - a) + prgb * a
+def _polyp_colour(rng: np.random.Generator, p: _Polyp, local_base: np.ndarray,
+                  s: float) -> tuple[str, np.ndarray]:
+    """A polyp's colour kind ("redder", "paler", "pinker" than ``local_base``) and its textured
+    colour before lighting."""
+    ph, pw = p.inside.shape
+    kind = str(rng.choice(["redder", "paler", "pinker"], p=[0.4, 0.35, 0.25]))
+    if kind == "redder":
+        tint = np.array([rng.uniform(1.0, 1.06), rng.uniform(0.70, 0.84), rng.uniform(0.76, 0.90)], np.float32)
+        pbase = local_base * tint
+    elif kind == "paler":
+        pale = np.array([0.98, 0.66, 0.56], np.float32)
+        m = rng.uniform(0.15, 0.35)
+        pbase = local_base * (1.0 - m) + pale * m
+    else:
+        tint = np.array([rng.uniform(1.02, 1.06), rng.uniform(0.85, 0.92), rng.uniform(0.92, 1.02)], np.float32)
+        pbase = local_base * tint
+    tex_amp = rng.uniform(0.025, 0.08)
+    texture = 0.7 * smooth_noise(rng, (ph, pw), rng.uniform(2.0, 4.5) * s) + \
+        0.5 * smooth_noise(rng, (ph, pw), rng.uniform(6.0, 12.0) * s)
+    pit = 1.0 + tex_amp * np.tanh(texture)
+    return kind, np.clip(pbase, 0.0, 1.0)[None, None, :] * pit[..., None]
 
-        shin = rng.uniform(25, 90)
-        spec = ndh**shin
-        breakup = 0.65 + 0.7 * _sigmoid(_smooth_noise(rng, (ph, pw), rng.uniform(3, 7) * s) * 2.0)
-        hl = np.clip((spec * breakup - 0.45) / 0.25, 0.0, 1.0) * p.alpha
-        specular[win] = np.maximum(specular[win], hl)
 
-        ys, xs = np.nonzero(p.inside)
-        boxes.append((float(ys.min() + p.y0), float(xs.min() + p.x0), float(ys.max() + p.y0 + 1),
-                      float(xs.max() + p.x0 + 1)))
-        polyp_info.append({"area_fraction": p.area_fraction, "kind": kind, "center": (p.cy, p.cx)})
-    params["polyps"] = polyp_info
+def _cast_shadow(image: np.ndarray, p: _Polyp, win: tuple[slice, slice], light: np.ndarray,
+                 s: float) -> np.ndarray:
+    """Darken the mucosa just outside the polyp, away from the light (in place, no draws); returns
+    the distance (pixels) of the window's pixels to the polyp."""
+    ph, pw = p.inside.shape
+    dist = ndimage.distance_transform_edt(~p.inside).astype(np.float32)
+    yy_p = np.arange(ph, dtype=np.float32)[:, None] + p.y0 - p.cy
+    xx_p = np.arange(pw, dtype=np.float32)[None, :] + p.x0 - p.cx
+    away = 0.5 + 0.5 * (-(xx_p * light[0] + yy_p * light[1]) / (np.sqrt(xx_p**2 + yy_p**2) + 1e-3))
+    cast = np.exp(-dist / (2.5 * s)) * (0.08 + 0.30 * away) * (~p.inside)
+    image[win] *= (1.0 - cast)[..., None]
+    return dist
 
-    # mucosal highlights: small elongated blobs in groups, mostly on lit fold crests
-    lit = (illum > 0.45) & fov_core
+
+def _ensure_contrast(rng: np.random.Generator, prgb: np.ndarray, ring_rgb: np.ndarray, inside: np.ndarray,
+                     kind: str) -> None:
+    """Raise the ``|log(G/R)|`` chromaticity difference between the polyp and the mucosa ring around
+    it to a drawn minimum (in place)."""
+    pm, rm = prgb[inside].mean(axis=0), ring_rgb.mean(axis=0)
+    diff = float(np.log((pm[1] + 1e-3) / (pm[0] + 1e-3)) - np.log((rm[1] + 1e-3) / (rm[0] + 1e-3)))
+    sign = 1.0 if kind == "paler" else -1.0
+    want = rng.uniform(0.14, 0.22) if kind == "paler" else rng.uniform(0.15, 0.30)
+    if sign * diff < want:
+        gain = float(np.exp(sign * (want - sign * diff)))
+        prgb[..., 1] *= gain
+        prgb[..., 2] *= gain ** (0.6 if kind == "paler" else 0.8)
+
+
+def _render_polyp(rng: np.random.Generator, p: _Polyp, image: np.ndarray, specular: np.ndarray, *,
+                  color: np.ndarray, illum: np.ndarray, vessels: np.ndarray, fov_core: np.ndarray,
+                  mask: np.ndarray, light: np.ndarray, half: np.ndarray, s: float) -> dict[str, Any]:
+    """Composite one polyp into ``image`` and its dome highlight into ``specular`` (both in place):
+    dome shading, colour, contact shadow, guaranteed contrast, anti-aliased border. Returns its
+    ``params["polyps"]`` entry."""
+    ph, pw = p.inside.shape
+    win = (slice(p.y0, p.y0 + ph), slice(p.x0, p.x0 + pw))
+    height, lambert, ndh = _polyp_dome(rng, p, s, light, half)
+    kind, pcol = _polyp_colour(rng, p, color[win][p.inside].mean(axis=0), s)
+    # raised, hence nearer the light than the wall around it
+    near = np.maximum(illum[win], 0.72 + 0.28 * (height / max(float(height.max()), 1e-6)))
+    diffuse = 0.50 + 0.60 * lambert
+    prgb = pcol * (diffuse * near)[..., None]
+    prgb[..., 1] *= near ** 0.25  # keep depth tint consistent
+    prgb[..., 2] *= near ** 0.20
+    prgb *= 1.0 - 0.25 * vessels[win][..., None] * _VESSEL_TINT
+
+    dist = _cast_shadow(image, p, win, light, s)
+    ring = (dist > 3.0 * s) & (dist <= 12.0 * s) & fov_core[win] & (mask[win] == 0)
+    if ring.any():
+        _ensure_contrast(rng, prgb, image[win][ring], p.inside, kind)
+
+    a = p.alpha[..., None]
+    image[win] = image[win] * (1.0 - a) + prgb * a
+
+    shin = rng.uniform(25, 90)
+    spec = ndh**shin
+    breakup = 0.65 + 0.7 * sigmoid(smooth_noise(rng, (ph, pw), rng.uniform(3, 7) * s) * 2.0)
+    hl = np.clip((spec * breakup - 0.45) / 0.25, 0.0, 1.0) * p.alpha
+    specular[win] = np.maximum(specular[win], hl)
+    return {"area_fraction": p.area_fraction, "kind": kind, "center": (p.cy, p.cx)}
+
+
+def _polyp_box(p: _Polyp) -> tuple[float, float, float, float]:
+    """``(y0, x0, y1, x1)`` of the polyp's pixels in the frame, ``y1``/``x1`` exclusive."""
+    ys, xs = np.nonzero(p.inside)
+    return (float(ys.min() + p.y0), float(xs.min() + p.x0), float(ys.max() + p.y0 + 1),
+            float(xs.max() + p.x0 + 1))
+
+
+def _add_mucosal_highlights(rng: np.random.Generator, specular: np.ndarray, tube: _Tube, fov_core: np.ndarray,
+                            crest_map: np.ndarray, s: float) -> None:
+    """2-6 groups of 1-3 small elongated highlights on the lit mucosa, mostly on fold crests (in place)."""
+    h, w = specular.shape
+    lit = (tube.illum > 0.45) & fov_core
     on_crest = np.flatnonzero((lit & (crest_map > 0.5)).ravel())
     anywhere = np.flatnonzero(lit.ravel())
     n_groups = int(rng.integers(2, 7))
-    for gi in range(n_groups):
+    for _ in range(n_groups):
         pool = on_crest if (on_crest.size and rng.random() < 0.7) else anywhere
         if not pool.size:
             break
@@ -504,36 +449,94 @@ def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
             cx = int(np.clip(gx + rng.normal(0, 6 * s), 0, w - 1))
             major = rng.uniform(1.5, 5.5) * s
             minor = rng.uniform(0.8, 2.0) * s
-            ang = float(np.arctan2(cy - ly, cx - lx)) + np.pi / 2 + rng.normal(0, 0.3)
-            _add_blob(specular, cy, cx, major, minor, ang)
+            ang = float(np.arctan2(cy - tube.ly, cx - tube.lx)) + np.pi / 2 + rng.normal(0, 0.3)
+            add_blob(specular, cy, cx, major, minor, ang)
 
-    # depth of field: the far lumen is out of focus
+
+def _depth_and_vignette(rng: np.random.Generator, image: np.ndarray, rho: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+    """The far lumen out of focus (depth of field), then a vignette; returns the image and the
+    vignette strength."""
+    h, w = rho.shape
     dof_sigma = rng.uniform(2.5, 4.5) * s
     far = np.exp(-(rho / 1.4) ** 2)[..., None]
     blurred = ndimage.gaussian_filter(image, (dof_sigma, dof_sigma, 0))
     image = image * (1.0 - far) + blurred * far
-
-    # vignette
     vig = rng.uniform(0.15, 0.45)
     cy0, cx0 = (h - 1) / 2.0, (w - 1) / 2.0
     rv = ((np.arange(h, dtype=np.float32)[:, None] - cy0) / (h / 2.0)) ** 2 * (h / w) + \
         ((np.arange(w, dtype=np.float32)[None, :] - cx0) / (w / 2.0)) ** 2
     image *= (1.0 - vig * np.clip(rv / 1.6, 0.0, 1.0) ** 1.3)[..., None]
+    return image, vig
 
-    # highlights: overexposed white with a small bloom
+
+def _expose(rng: np.random.Generator, image: np.ndarray, specular: np.ndarray, fov: np.ndarray,
+            s: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Overexposed highlights with a bloom, optical blur, sensor noise and the field-of-view mask;
+    returns the uint8 frame and the drawn optics parameters."""
     bloom = ndimage.gaussian_filter(specular, 2.5 * s) * 0.35
     white = np.float32(1.35)
     image = image * (1.0 - specular[..., None]) + white * specular[..., None] + bloom[..., None]
-
-    # optics: blur, sensor noise, field of view
     blur = rng.uniform(0.35, 1.1) * s
     image = ndimage.gaussian_filter(image, (blur, blur, 0))
     noise_sigma = rng.uniform(0.004, 0.012)
     image += rng.standard_normal(image.shape).astype(np.float32) * np.float32(noise_sigma)
     image *= fov[..., None]
     image = np.clip(image, 0.0, 1.0)
-    out = np.round(image * 255.0).astype(np.uint8)
-    params.update(blur_sigma=float(blur), vignette=float(vig), noise_sigma=float(noise_sigma))
+    return np.round(image * 255.0).astype(np.uint8), {"blur_sigma": float(blur), "noise_sigma": float(noise_sigma)}
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def _check_n_polyps(n_polyps: Any) -> None:
+    """ValueError unless ``n_polyps`` is None or an integer in 0..MAX_POLYPS."""
+    if n_polyps is not None:
+        if isinstance(n_polyps, bool) or not isinstance(n_polyps, (int, np.integer)):
+            raise ValueError(f"n_polyps must be None or an integer in 0..{MAX_POLYPS}, got {n_polyps!r}")
+        if not 0 <= n_polyps <= MAX_POLYPS:
+            raise ValueError(f"n_polyps must lie in 0..{MAX_POLYPS}, got {n_polyps}")
+
+
+def generate_endoscopy_frame(seed: int, shape: tuple[int, int] = (288, 384),
+                             n_polyps: int | None = None) -> EndoscopyFrame:
+    """Render one colonoscopy-like frame; deterministic for a given ``seed``, ``shape``, ``n_polyps``.
+
+    ``n_polyps=None`` draws the count from 0..3 with the seed. See the module docstring for the
+    scene model and the ranges of its parameters. The stages below share one generator and draw
+    from it in a fixed order, which is what makes a seed's frame reproducible.
+    """
+    seed = check_seed(seed)
+    h, w = _check_shape(shape)
+    _check_n_polyps(n_polyps)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 4)) if n_polyps is None else int(n_polyps)
+    s = min(h, w) / 288.0
+    params: dict[str, Any] = {"n_polyps": n}
+
+    tube = _draw_tube(rng, h, w)
+    params.update(lumen_center=(float(tube.ly), float(tube.lx)), lumen_radius_px=float(tube.r_lumen),
+                  light_falloff=float(tube.falloff))
+    fold, crest_map, n_folds = _draw_folds(rng, tube)
+    params["n_folds"] = n_folds
+    color, shade = _draw_mucosa(rng, h, w, s, fold)
+    vessels = draw_vessels(rng, h, w, s) * np.float32(rng.uniform(0.45, 0.85))
+    fov, fov_info = fov_mask(rng, h, w)
+    params.update(fov_info)
+    fov_core = ndimage.binary_erosion(fov > 0.999, iterations=max(int(round(3 * s)), 2))
+    mask, polyps = _place_polyps(rng, n, h, w, s, fov_core, (tube.ly, tube.lx), seed)
+
+    image = _lit_wall(color, shade, vessels, tube.illum)
+    specular = np.zeros((h, w), np.float32)
+    light, half = _draw_light(rng)
+    params["polyps"] = [_render_polyp(rng, p, image, specular, color=color, illum=tube.illum, vessels=vessels,
+                                      fov_core=fov_core, mask=mask, light=light, half=half, s=s) for p in polyps]
+    boxes = [_polyp_box(p) for p in polyps]
+    _add_mucosal_highlights(rng, specular, tube, fov_core, crest_map, s)
+
+    image, vig = _depth_and_vignette(rng, image, tube.rho, s)
+    out, optics = _expose(rng, image, specular, fov, s)
+    params.update(blur_sigma=optics["blur_sigma"], vignette=float(vig), noise_sigma=optics["noise_sigma"])
 
     box_arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return EndoscopyFrame(image=out, mask=mask, boxes=box_arr, present=bool(n > 0), seed=seed, params=params)
