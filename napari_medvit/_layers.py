@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_medvit.io.meta import META_KEY
 from napari_medvit.models import get_spec
+from napari_medvit.models.adapters import ATTENTION, MASK, PRIOR
 
 if TYPE_CHECKING:
     from napari_medvit.inference.predictor import Prediction
@@ -63,12 +64,13 @@ def mask_layer_name(prediction: Prediction) -> str:
 
 def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | None = None,
                       source_metadata: dict[str, Any] | None = None, source_name: str = "") -> list[LayerDataTuple]:
-    """Layers for a prediction, all on the source image's grid and transform.
+    """Layers for a prediction's overlays, all on the source image's grid and transform, by overlay kind:
 
-    segment: Labels for the mask, one Image per BiFusion map (only the finest visible).
-    classify: one Image per attention map (head-mean; only the last block's S-CLS→L visible); the
-    class probabilities go to the widget's chart and into each layer's metadata.
-    Attention maps are shown with an additive colormap at half opacity over the image.
+    mask: a Labels layer (class names shown on hover; binary masks in one bright colour), drawn
+    over the heat maps; attention: one Image per map (head-mean, additive ``inferno`` at half opacity;
+    visible as the overlay says: TransFuse's finest BiFusion map, CrossViT's last S-CLS→L
+    cross-attention). Class probabilities and DAFT's affine go to the dock's charts, boxes and
+    priors to :func:`detection_layers`; they give no layer here.
     """
     transform = dict(transform or {})
     meta_entry = {}
@@ -77,51 +79,49 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     elif prediction.meta is not None:
         meta_entry[META_KEY] = prediction.meta.to_dict()
     provenance = {**prediction.provenance, "source_layer": source_name}
-    untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
-    prefix = _prefix(prediction)
-
-    layers: list[LayerDataTuple] = []
     if prediction.task == "segment":
         provenance["labels_sha256"] = labels_digest(prediction.labels)
         provenance["class_names"] = list(prediction.class_names)
-        labels_kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
-                                         "metadata": {**meta_entry, PREDICTION_KEY: provenance,
-                                                      ORIGINAL_KEY: prediction.labels.copy()}, **transform}
-        if prediction.class_names:  # shown in the status bar on hover
-            labels_kwargs["features"] = {"index": list(range(len(prediction.class_names))),
-                                         "class": list(prediction.class_names)}
-        if len(prediction.class_names) <= 2:  # binary: one colour that stands out on red mucosa and grey MRI
-            labels_kwargs["colormap"] = {None: "transparent", 0: "transparent", 1: BINARY_MASK_COLOR}
-        layers.append((prediction.labels, labels_kwargs, "labels"))
-        names = sorted(
-            (k for k in prediction.attention if k.startswith("BiFusion spatial attention")),
-            key=lambda k: -int(k.rsplit("/", 1)[1]),  # coarse (1/16) first: the finest ends on top
-        )
-        shown = names[-1] if names else None
-        titles = {k: k.replace("spatial attention", "attention") for k in names}
     else:
         provenance["top_class"] = _top_class(prediction)
-        names = list(prediction.attention)
-        cross = [k for k in names if "S-CLS→L" in k and k.startswith("cross-attention")]
-        shown = cross[-1] if cross else (names[-1] if names else None)
-        titles = {k: k for k in names}
-
-    for key in names:
-        layers.append((
-            prediction.attention[key],
-            {
-                "name": f"{prefix} {titles[key]}{untrained}",
-                "colormap": "inferno",
-                "blending": "additive",
-                "opacity": 0.5,
-                "contrast_limits": _limits(prediction.attention[key]),
-                "visible": key == shown,
-                "metadata": {**meta_entry, PREDICTION_KEY: {**provenance, "map": key}},
-                **transform,
-            },
-            "image",
-        ))
+    layers: list[LayerDataTuple] = []
+    for overlay in prediction.overlays:
+        if overlay.kind == MASK:
+            layers.append(_mask_layer(prediction, overlay, {**meta_entry, PREDICTION_KEY: provenance}, transform))
+        elif overlay.kind == ATTENTION:
+            layers.append(_attention_layer(prediction, overlay, {**meta_entry, PREDICTION_KEY: {
+                **provenance, "map": overlay.name}}, transform))
     return layers
+
+
+def _untrained(prediction: Prediction) -> str:
+    return "" if prediction.provenance.get("trained", False) else " [untrained]"
+
+
+def _mask_layer(prediction: Prediction, overlay: Any, metadata: dict[str, Any],
+                transform: dict[str, Any]) -> LayerDataTuple:
+    kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
+                              "metadata": {**metadata, ORIGINAL_KEY: overlay.data.copy()}, **transform}
+    names = list(overlay.attrs.get("class_names") or prediction.class_names)
+    if names:  # shown in the status bar on hover
+        kwargs["features"] = {"index": list(range(len(names))), "class": names}
+    if len(names) <= 2:  # binary: one colour that stands out on red mucosa and grey MRI
+        kwargs["colormap"] = {None: "transparent", 0: "transparent", 1: BINARY_MASK_COLOR}
+    return overlay.data, kwargs, "labels"
+
+
+def _attention_layer(prediction: Prediction, overlay: Any, metadata: dict[str, Any],
+                     transform: dict[str, Any]) -> LayerDataTuple:
+    return (overlay.data, {
+        "name": f"{_prefix(prediction)} {overlay.name}{_untrained(prediction)}",
+        "colormap": "inferno",
+        "blending": "additive",
+        "opacity": 0.5,
+        "contrast_limits": _limits(overlay.data),
+        "visible": bool(overlay.visible),
+        "metadata": metadata,
+        **transform,
+    }, "image")
 
 
 def _limits(data: np.ndarray) -> tuple[float, float]:
@@ -247,11 +247,14 @@ def gaussian_map(prediction: Prediction, query: int, head: str | int = "mean", d
     image grid, scaled to a maximum of 1."""
     from napari_medvit.transforms import resize_map
 
-    log_g = prediction.extras["log_gaussians"][decoder_layer]  # (heads, Q, h, w)
+    prior = prediction.overlay(PRIOR)
+    if prior is None:
+        raise ValueError(f"the {prediction.model_name} prediction has no spatial priors")
+    log_g = prior.data[decoder_layer]  # (heads, Q, h, w)
     g = np.exp(log_g[:, query])
     g = g.mean(axis=0) if head == "mean" else g[int(head)]
     g = g / max(float(g.max()), 1e-12)
-    return resize_map(g, tuple(int(v) for v in prediction.extras["image_shape"]))
+    return resize_map(g, tuple(int(v) for v in prior.attrs["image_shape"]))
 
 
 def box_feature_defaults(class_names: Any) -> dict[str, Any]:
@@ -270,7 +273,7 @@ def detection_layers(prediction: Prediction, *, threshold: float, query: int, he
     or draws rectangles; a drawn rectangle gets query -1 and the first non-background class."""
     transform = dict(transform or {})
     meta_entry = {META_KEY: source_metadata[META_KEY]} if source_metadata and META_KEY in source_metadata else {}
-    untrained = "" if prediction.provenance.get("trained", False) else " [untrained]"
+    untrained = _untrained(prediction)
     prefix = _prefix(prediction)
     provenance = {**prediction.provenance, "source_layer": source_name, "class_names": list(prediction.class_names)}
     rects, features = box_rectangles(prediction, threshold)

@@ -156,8 +156,11 @@ def test_2d_models_segment_the_acquired_slices_of_a_reordered_volume(tmp_path: P
     torch.manual_seed(0)
     predictor = Predictor(create_model("transfuse_tiny"), device="cpu")
     seen: list[tuple[int, ...]] = []
-    run_batch = Predictor._run_batch
-    monkeypatch.setattr(Predictor, "_run_batch", lambda self, b, rgb: (seen.append(b.shape), run_batch(self, b, rgb))[1])
+    from napari_medvit.inference.frames import FrameRunner
+
+    run_batch = FrameRunner._batch
+    monkeypatch.setattr(FrameRunner, "_batch", lambda self, b, rgb, maps: (seen.append(b.shape),
+                                                                            run_batch(self, b, rgb, maps))[1])
     prediction = predictor.predict(array, meta)
     assert {s[1:] for s in seen} == {(32, 64)} and sum(s[0] for s in seen) == 3  # the 3 acquired slices
     assert prediction.labels.shape == array.shape and prediction.probabilities.shape == array.shape

@@ -13,7 +13,7 @@ from napari_medvit.inference.options import DEVICES, PRECISIONS
 
 _LAZY = {
     name: "napari_medvit.inference.predictor"
-    for name in ("Cancelled", "Prediction", "Predictor", "Progress", "autocast_dtype", "resolve_device")
+    for name in ("Cancelled", "Overlay", "Prediction", "Predictor", "Progress", "autocast_dtype", "resolve_device")
 }
 
 __all__ = ["DEVICES", "PRECISIONS", *_LAZY]

@@ -2,4 +2,4 @@
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AUGMENTATIONS = ("none", "flips", "standard")  # fine-tuning augmentation (napari_medvit.training.augment)
+AUGMENTATIONS = ("none", "flips", "standard")  # fine-tuning augmentation (napari_medvit.transforms.augment)

@@ -26,8 +26,10 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     official repository's. A manifest's configuration is used for building (overrides win), its
     architecture must match ``name``, and a state_dict that does not fit raises
     :class:`~napari_medvit.models.checkpoint.CheckpointError` listing the offending keys.
-    The returned model is in eval mode and carries ``model.medvit_spec`` and
-    ``model.checkpoint_info`` (trained or not, source, sha256).
+    The returned model is in eval mode and carries ``model.medvit_spec``, ``model.checkpoint_info``
+    (trained or not, source, sha256) and ``model.medvit_config``, its resolved configuration
+    (:func:`napari_medvit.models.config.resolve`: preprocessing, class names, adapter); a manifest
+    whose preprocessing has an unknown key or a bad value is a CheckpointError naming the file and key.
 
     ``new_head=True`` (with a checkpoint): the class head (:func:`head_prefixes`) keeps its fresh
     initialisation, shaped by the overrides (e.g. ``num_classes``), and everything else is loaded
@@ -39,8 +41,11 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
 
     keep_triton_out_without_cuda()
     from napari_medvit.models.checkpoint import CheckpointError, CheckpointInfo, load_weights, read_checkpoint
+    from napari_medvit.models.adapters import load_adapter
+    from napari_medvit.models.config import ConfigError, resolve
 
     spec = get_spec(name)
+    adapter = load_adapter(spec.adapter)
     module = importlib.import_module(spec.module)
     factory = getattr(module, spec.factory)
 
@@ -56,6 +61,10 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
                     f"({other or 'unknown family'}), which cannot be loaded into {name!r} ({spec.family})"
                 )
             config_overrides = {**manifest.config, **config_overrides}
+            try:  # before building: a bad manifest is reported as such, not as a model error
+                resolve(spec, manifest, source=os.fspath(checkpoint))
+            except ConfigError as exc:
+                raise CheckpointError(str(exc)) from exc
     try:
         model = factory(**{**spec.factory_args, **config_overrides})
     except (AssertionError, RuntimeError, TypeError, ValueError) as exc:
@@ -72,7 +81,7 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     if new_head and state is None:
         raise ValueError(f"{name}: new_head replaces a checkpoint's class head; no checkpoint was given")
     if state is not None:
-        head = head_prefixes(model) if new_head else ()
+        head = adapter.head_prefixes(model) if new_head else ()
         if new_head and not head:
             raise ValueError(f"{name} has no class head to replace (it is not a classifier or detector)")
         load_weights(model, state, filter_fn=getattr(module, "checkpoint_filter_fn", None),
@@ -87,16 +96,20 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
         info = CheckpointInfo(trained=False, source="random initialisation")
     model.medvit_spec = spec
     model.checkpoint_info = info
+    model.medvit_config = resolve(spec, manifest, n_outputs=adapter.num_outputs(model), new_head=info.new_head,
+                                  source=os.fspath(checkpoint) if checkpoint is not None else "")
     return model.eval()
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """State-dict prefixes of a model's class head: timm's ``pretrained_cfg["classifier"]`` (e.g.
-    CrossViT's ``head.0``, ``head.1``; ResNet's ``fc``), else the model's own ``head_prefixes``
-    (DAFT's ``fc``, SMCA-DETR's ``class_embed``); empty for models without one (segmentation)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    head = cfg.get("classifier") or getattr(model, "head_prefixes", ())
-    return (head,) if isinstance(head, str) else tuple(head)
+    """State-dict prefixes of a model's class head, as its family's adapter knows them (timm's
+    ``pretrained_cfg["classifier"]``, DAFT's ``fc``, SMCA-DETR's ``class_embed``); empty for models
+    without one (segmentation)."""
+    from napari_medvit.models.adapters import ModelAdapter, load_adapter
+
+    spec = getattr(model, "medvit_spec", None)
+    adapter = load_adapter(spec.adapter) if spec is not None else ModelAdapter()
+    return adapter.head_prefixes(model)
 
 
 def _family_of(arch: str) -> str | None:

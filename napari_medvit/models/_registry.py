@@ -13,10 +13,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelSpec:
     """Registry entry: enough to build the model and to drive the widget without importing torch.
 
-    preprocessing keys: ``resize`` (H, W) the model runs at (None: native size padded to
-    ``size_multiple``), ``size_multiple``, ``mean``/``std`` (per input channel after scaling to
-    0..1), ``color`` ("rgb": grey images are replicated to 3 channels), ``threshold`` for binary
-    segmentation.
+    ``preprocessing``: the keys of :class:`~napari_medvit.transforms.preprocessing.Preprocessing`
+    (checked when the model's configuration is resolved, :func:`napari_medvit.models.config.resolve`).
+    ``adapter``: what the family adds to the generic task code (:mod:`napari_medvit.models.adapters`).
 
     training keys (fine-tuning settings a paper prescribes beyond its task's defaults): ``patches_per_case``
     — 3D segmentation patches cropped from each case of a batch (default 1); ``class_weights``
@@ -33,7 +32,7 @@ class ModelSpec:
     in_chans: int
     class_names: tuple[str, ...]
     preprocessing: dict[str, Any]
-    overlays: tuple[str, ...]
+    adapter: str  # "module:Class" of its ModelAdapter (napari_medvit.models.adapters)
     display_name: str
     description: str
     short_name: str = ""  # family name used in layer names, e.g. "TransFuse"
@@ -52,7 +51,6 @@ _TRANSFUSE_PRE = {
     "threshold": 0.5,
 }
 _TRANSFUSE_PAPER = "Zhang et al., TransFuse: Fusing Transformers and CNNs for Medical Image Segmentation, MICCAI 2021"
-_TRANSFUSE_OVERLAYS = ("mask", "bifusion_attention", "gate_attention")
 
 
 def _transfuse(name: str, factory: str, display: str, description: str, pre: dict[str, Any] | None = None,
@@ -60,7 +58,7 @@ def _transfuse(name: str, factory: str, display: str, description: str, pre: dic
     return ModelSpec(
         name=name, module="napari_medvit.models.transfuse", factory=factory, family="transfuse",
         task="segment", dims=2, in_chans=3, class_names=("background", "lesion"),
-        preprocessing=pre or dict(_TRANSFUSE_PRE), overlays=_TRANSFUSE_OVERLAYS,
+        preprocessing=pre or dict(_TRANSFUSE_PRE), adapter="napari_medvit.models.adapters:TransFuseAdapter",
         display_name=display, description=description, paper=_TRANSFUSE_PAPER, tags=tags,
         short_name="TransFuse",
     )
@@ -88,7 +86,6 @@ _MODELS: dict[str, ModelSpec] = {
 
 
 _CROSSVIT_PAPER = "Chen, Fan, Panda, CrossViT: Cross-Attention Multi-Scale Vision Transformer for Image Classification, ICCV 2021"
-_CROSSVIT_OVERLAYS = ("class_probabilities", "cls_cross_attention", "cls_self_attention")
 _CROSSVIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "9": "9", "15": "15", "18": "18"}
 
 
@@ -104,7 +101,7 @@ def _crossvit(variant: str, *, name: str | None = None, display: str | None = No
         task="classify", dims=2, in_chans=3, class_names=(),
         preprocessing={"resize": (size, size), "size_multiple": 1, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                        "color": "rgb"},
-        overlays=_CROSSVIT_OVERLAYS, display_name=display,
+        adapter="napari_medvit.models.adapters:CrossViTAdapter", display_name=display,
         description=f"timm {variant}: dual-branch ViT (patch 12 at {size}, patch 16 at {size * 14 // 15}) with "
                     f"CLS cross-attention fusion{'; 3-conv patch embedding' if dagger else ''}",
         paper=_CROSSVIT_PAPER, tags=tags, short_name="CrossViT",
@@ -135,7 +132,7 @@ def _timm_classifier(name: str, variant: str, display: str, description: str, si
         task="classify", dims=2, in_chans=3, class_names=(),
         preprocessing={"resize": (size, size), "size_multiple": 1, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                        "color": "rgb"},
-        overlays=("class_probabilities",), display_name=display, description=description,
+        adapter="napari_medvit.models.adapters:ClassifierAdapter", display_name=display, description=description,
         paper="baseline for the ViT-vs-CNN comparison of the seminar", tags=tags,
         short_name=display.split(" ")[0], factory_args={"variant": variant, **factory_args},
     )
@@ -163,12 +160,13 @@ def _monai3d(name: str, factory: str, display: str, description: str, paper: str
              roi: tuple[int, int, int] = (96, 96, 96), class_names: tuple[str, ...] = BTCV_CLASSES,
              in_chans: int = 1, short_name: str = "", training: dict[str, Any] | None = None,
              **factory_args: Any) -> ModelSpec:
+    adapter = "SwinUNETRAdapter" if factory == "swin_unetr" else "SegmentationAdapter"
     return ModelSpec(
         name=name, module="napari_medvit.models.monai_nets", factory=factory, family="monai3d",
         task="segment", dims=3, in_chans=in_chans, class_names=class_names,
         preprocessing={"resize": None, "size_multiple": 32, "roi_size": roi, "overlap": 0.5, "sw_batch_size": 1,
                        "blend": "gaussian", "intensity": "percentile", "mean": (0.0,), "std": (1.0,)},
-        overlays=("mask",), display_name=display, description=description, paper=paper, tags=tags,
+        adapter="napari_medvit.models.adapters:" + adapter, display_name=display, description=description, paper=paper, tags=tags,
         short_name=short_name or display.split(" ")[0], factory_args=factory_args, training=dict(training or {}),
     )
 
@@ -200,7 +198,7 @@ def _smca(name: str, factory: str, display: str, description: str, class_names: 
         task="detect", dims=2, in_chans=3, class_names=class_names,
         preprocessing={"resize": size, "size_multiple": 32, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                        "color": "rgb", "score_threshold": 0.3},
-        overlays=("boxes", "smca_gaussian"), display_name=display, description=description, paper=_SMCA_PAPER,
+        adapter="napari_medvit.models.adapters:SMCADetrAdapter", display_name=display, description=description, paper=_SMCA_PAPER,
         tags=tags, short_name="SMCA-DETR",
     )
 
@@ -236,7 +234,7 @@ _MODELS["daft"] = ModelSpec(
     name="daft", module="napari_medvit.models.daft", factory="daft", family="daft", task="classify", dims=3,
     in_chans=1, class_names=("CN", "MCI", "Dementia"),
     preprocessing={"resize3d": (64, 64, 64), "intensity": "percentile", "tabular": ADNI_FEATURES},
-    overlays=("class_probabilities", "daft_affine"), display_name="DAFT",
+    adapter="napari_medvit.models.adapters:DAFTAdapter", display_name="DAFT",
     description="3D ResNet (4 base filters) with the Dynamic Affine Feature Map Transform on 14 tabular "
                 "features (ADNI layout), 3 classes; 56,911 parameters",
     paper="Pölsterl, Wolf, Wachinger, Combining 3D Image and Tabular Data via the Dynamic Affine Feature Map "
@@ -247,7 +245,7 @@ _MODELS["resnet3d"] = ModelSpec(
     name="resnet3d", module="napari_medvit.models.daft", factory="resnet3d", family="daft", task="classify", dims=3,
     in_chans=1, class_names=("CN", "MCI", "Dementia"),
     preprocessing={"resize3d": (64, 64, 64), "intensity": "percentile"},
-    overlays=("class_probabilities",), display_name="3D ResNet (DAFT's image-only baseline)",
+    adapter="napari_medvit.models.adapters:DAFTAdapter", display_name="3D ResNet (DAFT's image-only baseline)",
     description="DAFT's 3D ResNet (4 base filters) with an ordinary residual block in place of the DAFT block: "
                 "the image-only baseline of the DAFT paper, no tabular input, 3 classes; 56,535 parameters",
     paper=_MODELS["daft"].paper,
@@ -276,7 +274,7 @@ _MODELS["truenet"] = ModelSpec(
     in_chans=2, class_names=WMH_CLASSES,
     preprocessing={"resize": None, "size_multiple": 1, "roi_size": None, "intensity": "percentile",
                    "mean": (0.0,), "std": (1.0,), "min_size": 8},  # three 2x poolings in every plane
-    overlays=("mask",), display_name="TrUE-Net",
+    adapter="napari_medvit.models.adapters:TrUENetAdapter", display_name="TrUE-Net",
     description="triplanar ensemble of 2D U-Nets (axial 3x3, sagittal/coronal 5x5 first convs), FLAIR + T1 -> WMH; "
                 "probabilities of the three planes averaged",
     paper="Sundaresan et al., Triplanar ensemble U-Net model for white matter hyperintensities segmentation, "
@@ -321,7 +319,7 @@ _MODELS["truenet_demo"] = replace(
 _MODELS["unet2d"] = ModelSpec(
     name="unet2d", module="napari_medvit.models.monai_nets", factory="unet", family="monai2d", task="segment", dims=2,
     in_chans=3, class_names=("background", "lesion"),
-    preprocessing={**_TRANSFUSE_PRE}, overlays=("mask",), display_name="U-Net 2D",
+    preprocessing={**_TRANSFUSE_PRE}, adapter="napari_medvit.models.adapters:SegmentationAdapter", display_name="U-Net 2D",
     description="MONAI residual U-Net 2D (16-256 channels), RGB frame -> binary mask: the CNN baseline to TransFuse",
     paper="Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)", short_name="U-Net",
     factory_args={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},
@@ -333,6 +331,20 @@ def get_spec(name: str) -> ModelSpec:
         return _MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}") from None
+
+
+def register_model(spec: ModelSpec) -> None:
+    """Add a model to the table (a new family: its module, this entry, its adapter; see docs/ARCHITECTURE.md).
+    ValueError when the name is taken."""
+    if spec.name in _MODELS:
+        raise ValueError(f"a model named {spec.name!r} is already registered")
+    _MODELS[spec.name] = spec
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model added with :func:`register_model` (tests)."""
+    get_spec(name)
+    del _MODELS[name]
 
 
 def list_models(*, task: str | None = None, include_test: bool = True) -> list[str]:

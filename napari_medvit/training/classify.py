@@ -12,12 +12,12 @@ order, so that a fine-tuned model keeps the base model's class indices.
 :meth:`ClassifyTask.model_overrides` gives the factory the matching number of outputs
 (``num_classes`` for timm's CrossViT and baselines, ``n_outputs`` for DAFT and the 3D ResNet).
 
-Inputs are prepared exactly as :class:`~napari_medvit.inference.predictor.Predictor` prepares them:
+Inputs are prepared by the one input pipeline the predictor uses (:mod:`napari_medvit.transforms.prepare`):
 
 - 2D (CrossViT, timm): ``scale_to_unit`` (8-bit / RGB frames divided by their type's maximum),
   alpha dropped, grey replicated to RGB, normalised with the registry's mean/std, resized
   bilinearly (antialiased) to the model's ``resize``; augmentation with
-  :func:`~napari_medvit.training.augment.augment_2d`.
+  :func:`~napari_medvit.transforms.augment.augment_2d`.
 - 3D (DAFT, the image-only 3D ResNet): the volume robustly scaled to 0..1 (``scale_to_unit``) and
   resampled trilinearly to ``resize3d`` (64^3). Augmentation: ``"flips"`` flips each of the three
   axes with probability 0.5; ``"standard"`` adds MONAI's ``RandScaleIntensity(0.1)`` and
@@ -52,16 +52,16 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_medvit.io import read_image
-from napari_medvit.training.augment import augment_2d
+from napari_medvit.transforms.augment import augment_2d, augment_3d
 from napari_medvit.training.tasks import (  # noqa: F401  (class_names_for: public here too)
     Task,
     base_class_names,
@@ -69,14 +69,11 @@ from napari_medvit.training.tasks import (  # noqa: F401  (class_names_for: publ
     class_names_for,
     split,
 )
-from napari_medvit.transforms import scale_to_unit, tabular_names, tabular_vector
+from napari_medvit.transforms import tabular_names, tabular_vector
+from napari_medvit.transforms.prepare import prepare_frame, prepare_volume_classifier
 
 RESERVED_COLUMNS = ("case_id", "label", "image", "provenance")
 
-# the factory argument holding the number of outputs, per registry family
-N_CLASSES_ARG = {"crossvit": "num_classes", "timm": "num_classes", "daft": "n_outputs"}
-
-LABEL_SMOOTHING = {"crossvit": 0.1}  # CrossViT's (DeiT's) recipe; the others train with plain cross-entropy
 
 
 def balanced_accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
@@ -125,14 +122,6 @@ def read_labels(dataset: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def tabular_features(model: torch.nn.Module) -> tuple[dict[str, Any], ...]:
-    """The model's tabular inputs as the predictor reads them: the manifest's list, else the registry's."""
-    info = getattr(model, "checkpoint_info", None)
-    manifest = (info.manifest or {}) if info is not None else {}
-    return tuple(((manifest.get("preprocessing") or {}).get("tabular")) or
-                 model.medvit_spec.preprocessing.get("tabular", ()))
-
-
 def _cell(value: str) -> float | str | None:
     """A CSV cell as a tabular value: empty or NaN is missing, numbers become floats (others stay text)."""
     if value == "":
@@ -169,59 +158,6 @@ def encode_tabular(features: Sequence[Mapping[str, Any]], row: Mapping[str, str]
         raise ValueError(f"case {case}: {exc}") from None
 
 
-def _frame_tensor(image: np.ndarray, rgb: bool, pre: Mapping[str, Any], in_chans: int, size: tuple[int, int],
-                  case: str) -> torch.Tensor:
-    """(C, H, W) model input of one frame, prepared as Predictor._to_input prepares it."""
-    spatial = image.shape[:-1] if rgb else image.shape
-    if len(spatial) != 2:
-        raise ValueError(f"case {case}: a 2D classifier needs a 2D image; got an array of shape {image.shape}")
-    if rgb and image.shape[-1] == 4:
-        image = image[..., :3]
-    x = torch.from_numpy(np.ascontiguousarray(scale_to_unit(image, rgb=rgb)))
-    x = x.permute(2, 0, 1) if rgb else x[None]
-    if pre.get("color") == "rgb" and x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    if x.shape[0] != in_chans:
-        raise ValueError(f"case {case}: the model expects {in_chans} channels, the image gives {x.shape[0]}")
-    mean = torch.tensor(pre.get("mean", (0.0,) * x.shape[0]), dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(pre.get("std", (1.0,) * x.shape[0]), dtype=torch.float32).view(-1, 1, 1)
-    x = (x - mean) / std
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def _volume_tensor(image: np.ndarray, rgb: bool, size: tuple[int, int, int], case: str) -> torch.Tensor:
-    """(1, D, H, W) model input of one volume, prepared as the predictor prepares a 3D classifier's."""
-    if image.ndim != 3 or rgb:
-        raise ValueError(f"case {case}: a 3D classifier takes a 3D single-channel volume; got an array of shape "
-                         f"{image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(scale_to_unit(image)))[None, None]
-    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)[0]
-
-
-def augment_3d(x: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
-    """Augment a (B, C, D, H, W) batch: random flips of each axis ("flips"), plus MONAI's random
-    intensity scaling and shift by up to 10% ("standard"); every draw comes from ``gen``."""
-    if kind == "none":
-        return x
-    for dim in (-1, -2, -3):
-        flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
-        if flip.any():
-            x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(dim), x)
-    if kind == "standard":
-        from monai.transforms import RandScaleIntensity, RandShiftIntensity
-        from monai.utils import convert_to_tensor
-
-        scale, shift = RandScaleIntensity(factors=0.1, prob=1.0), RandShiftIntensity(offsets=0.1, prob=1.0)
-        out = []
-        for sample in x:
-            seeds = torch.randint(0, 2**31 - 1, (2,), generator=gen).tolist()
-            scale.set_random_state(seed=seeds[0])
-            shift.set_random_state(seed=seeds[1])
-            out.append(convert_to_tensor(shift(scale(sample)), track_meta=False))
-        x = torch.stack(out)
-    return x
-
-
 class ClassifyTask(Task):
     metric = "balanced accuracy"
 
@@ -230,14 +166,14 @@ class ClassifyTask(Task):
         super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
         rows = read_labels(dataset)
         spec = self.spec
-        self.family = spec.family
-        self.tabular = "tabular" in spec.preprocessing
+        adapter = self.config.adapter
+        self.tabular = bool(self.config.tabular_features)
         self.volume = spec.dims == 3
         self.class_names = class_names_for([r["label"] for r in rows], base_class_names(model))
         n_out = getattr(model, "num_classes", None)
         if n_out is not None and int(n_out) != len(self.class_names):
             raise ValueError(f"{spec.name} has {n_out} outputs but the data defines {len(self.class_names)} classes "
-                             f"{self.class_names}; build it with {N_CLASSES_ARG.get(self.family, 'num_classes')}="
+                             f"{self.class_names}; build it with {adapter.class_count_arg}="
                              f"{len(self.class_names)}")
         if len(self.class_names) < 2:
             raise ValueError(f"{self.dataset}: every case has the label {self.class_names[0]!r}; a classifier needs "
@@ -247,17 +183,17 @@ class ClassifyTask(Task):
         self.val_ids = [rows[i]["case_id"] for i in val_idx]
         self.labels = [self.class_names.index(r["label"]) for r in rows]
 
-        pre = spec.preprocessing
+        pre = self.config.preprocessing
         if self.volume:
-            self.size = tuple(size or pre.get("resize3d") or (64, 64, 64))
+            self.size = tuple(size or pre.resize3d or (64, 64, 64))
             if len(self.size) != 3:
                 raise ValueError(f"{spec.name} trains on volumes: size must have 3 entries, got {self.size}")
         else:
-            self.size = tuple(size or pre.get("resize") or (224, 224))
+            self.size = tuple(size or pre.resize or (224, 224))
             if len(self.size) != 2:
                 raise ValueError(f"{spec.name} trains on 2D frames: size must have 2 entries, got {self.size}")
         if self.tabular:
-            self.features = tabular_features(model)
+            self.features = self.config.tabular_features
             info = getattr(model, "checkpoint_info", None)
             if not (info is not None and info.trained):  # untrained: standardise with the training rows' statistics
                 self.features = standardised(self.features, [rows[i] for i in train_idx])
@@ -269,7 +205,7 @@ class ClassifyTask(Task):
 
         self.default_lr = 0.013 if self.volume else 1e-4
         self.weight_decay = 0.0 if self.volume else 0.05
-        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING.get(self.family, 0.0))
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=adapter.label_smoothing)
         self.xs_t, self.tab_t, self.ys_t = self._tensors(rows, train_idx)
         self.xs_v, self.tab_v, self.ys_v = self._tensors(rows, val_idx)
         self.accuracy: float | None = None  # of the last evaluation
@@ -280,8 +216,7 @@ class ClassifyTask(Task):
         """The number of outputs the data needs, unless the base model's class names (``base_names``,
         default the registry's) already hold every label (then the factory's default, or a
         checkpoint's own configuration, decides)."""
-        return class_count_override([r["label"] for r in read_labels(dataset)], spec, base_names,
-                                    N_CLASSES_ARG.get(spec.family, "num_classes"))
+        return class_count_override([r["label"] for r in read_labels(dataset)], spec, base_names)
 
     def _tensors(self, rows: list[dict[str, str]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                             torch.Tensor]:
@@ -294,16 +229,22 @@ class ClassifyTask(Task):
         for i in idx:
             row, case = rows[i], rows[i]["case_id"]
             image, meta = read_image(self.dataset / row["image"])
-            if self.volume:
-                images.append(_volume_tensor(image, meta.rgb, self.size, case))  # type: ignore[arg-type]
-            else:
-                images.append(_frame_tensor(image, meta.rgb, self.spec.preprocessing, self.spec.in_chans,
-                                            self.size, case))  # type: ignore[arg-type]
+            images.append(self._image_tensor(image, bool(meta.rgb), case))
             if self.tabular:
                 tabs.append(torch.from_numpy(encode_tabular(self.features, row, case)))
         xs = torch.stack(images).to(self.device)
         ys = torch.tensor([self.labels[i] for i in idx], dtype=torch.long, device=self.device)
         return xs, (torch.stack(tabs).to(self.device) if self.tabular else None), ys
+
+    def _image_tensor(self, image: np.ndarray, rgb: bool, case: str) -> torch.Tensor:
+        """A case's model input, prepared as the predictor prepares it (transforms.prepare)."""
+        pre = self.config.preprocessing
+        if not self.volume:
+            return prepare_frame(image, rgb, pre, self.spec.in_chans, self.size, what=f"case {case}")
+        if image.ndim != 3 or rgb:
+            raise ValueError(f"case {case}: a 3D classifier takes a 3D single-channel volume; got an array of "
+                             f"shape {image.shape}")
+        return prepare_volume_classifier(image, replace(pre, resize3d=self.size))[0]
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.volume:

@@ -55,9 +55,9 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from napari_medvit.io import read_image
-from napari_medvit.training.augment import intensity
+from napari_medvit.transforms.augment import intensity
+from napari_medvit.transforms.prepare import prepare_frame
 from napari_medvit.training.tasks import Task, base_class_names, call, class_count_override, class_names_for, split
-from napari_medvit.transforms import scale_to_unit
 
 ALPHA, GAMMA = 0.25, 2.0
 
@@ -188,19 +188,6 @@ def read_coco(dataset: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     return names, out
 
 
-def _frame(image: np.ndarray, rgb: bool, pre: dict[str, Any], size: tuple[int, int], case: str) -> torch.Tensor:
-    """(3, H, W) model input of one frame, prepared as the predictor's detection path prepares it."""
-    spatial = image.shape[:-1] if rgb else image.shape
-    if len(spatial) != 2:
-        raise ValueError(f"case {case}: SMCA-DETR detects in 2D images; got an array of shape {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(scale_to_unit(image[..., :3] if rgb else image, rgb=rgb)))
-    x = x.permute(2, 0, 1) if rgb else x[None].expand(3, -1, -1)
-    mean = torch.tensor(pre.get("mean", (0.0,) * 3), dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(pre.get("std", (1.0,) * 3), dtype=torch.float32).view(-1, 1, 1)
-    return F.interpolate(((x - mean) / std)[None], size=size, mode="bilinear", align_corners=False,
-                         antialias=True)[0]
-
-
 def normalised_boxes(boxes_xyxy: np.ndarray, height: int, width: int, case: str) -> torch.Tensor:
     """Pixel (x0, y0, x1, y1) boxes as (cx, cy, w, h) fractions of the image; a box not inside it is refused."""
     b = torch.as_tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4)
@@ -321,8 +308,8 @@ class DetectTask(Task):
             raise ValueError(f"{self.spec.name} detects {n_model} classes but the data defines {len(self.class_names)} "
                              f"{self.class_names}; build it with num_classes={len(self.class_names)}")
         to_name = [self.class_names.index(c) for c in categories]
-        pre = self.spec.preprocessing
-        self.size = tuple(size or pre.get("resize") or (384, 512))
+        pre = self.config.preprocessing
+        self.size = tuple(size or pre.resize or (384, 512))
         if len(self.size) != 2:
             raise ValueError(f"{self.spec.name} trains on 2D frames: size must have 2 entries, got {self.size}")
         train_idx, val_idx = split([r["case"] for r in records], val_fraction, seed)
@@ -332,7 +319,8 @@ class DetectTask(Task):
         for rec in records:
             image, meta = read_image(rec["path"])
             h, w = meta.spatial_shape(image.shape)
-            frames.append(_frame(image, meta.rgb, pre, self.size, rec["case"]))  # type: ignore[arg-type]
+            frames.append(prepare_frame(image, bool(meta.rgb), pre, self.spec.in_chans, self.size,  # type: ignore[arg-type]
+                                        what=f"case {rec['case']}"))
             labels = torch.as_tensor([to_name[c] for c in rec["categories"]], dtype=torch.int64)
             targets.append({"boxes": normalised_boxes(rec["boxes"], h, w, rec["case"]).to(device),
                             "labels": labels.to(device)})
@@ -353,7 +341,7 @@ class DetectTask(Task):
     def model_overrides(cls, dataset: str | Path, spec: Any, base_names: Sequence[str] = ()) -> dict[str, Any]:
         """``num_classes`` when the data's categories are not all among the base model's class names
         (``base_names``, default the registry's)."""
-        return class_count_override(read_coco(dataset)[0], spec, base_names, "num_classes")
+        return class_count_override(read_coco(dataset)[0], spec, base_names)
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         return augment_boxes(self.xs_t[idx], [self.targets_t[i] for i in idx], gen, self.augment)

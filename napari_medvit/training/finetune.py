@@ -231,155 +231,216 @@ def _version_number(path: Path) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
+@dataclass
+class _Run:
+    """The state of one fine-tuning run, shared by its steps."""
+
+    cfg: FinetuneConfig
+    ctx: Any
+    out: Path
+    created: list[Path]
+    base: torch.nn.Module
+    task: Task
+    synced_bn: bool
+    opt: Any = None
+    scaler: Any = None
+    amp: Any = None
+    base_metric: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    timed_out: bool = False
+
+
 def _train(cfg: FinetuneConfig, ctx: Any, out: Path, created: list[Path]) -> Generator[Event, None, FinetuneResult]:
+    """The steps of a run: build and check, baseline, epochs, promotion (see the module docstring)."""
     from napari_medvit.training import distributed
 
-    main = ctx.is_main
     torch.manual_seed(cfg.seed)
-    device = ctx.device
-    spec = get_spec(cfg.model)
-    base_names = _checkpoint_class_names(cfg.checkpoint) or list(spec.class_names)
-    data_overrides = task_class(spec).model_overrides(cfg.dataset, spec, base_names)
-    # a checkpoint whose head has other classes than the data's: keep the rest, start a new head
-    new_head = bool(cfg.checkpoint) and bool(data_overrides)
-    base = create_model(cfg.model, checkpoint=cfg.checkpoint, new_head=new_head,
-                        **{**data_overrides, **cfg.config_overrides}).to(device)
-    base, synced_bn = distributed.sync_batchnorm(base, ctx)
-    task: Task = make_task(cfg.dataset, base, device, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
-    if task.n_train == 0:
-        raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training cases")
-    n_cases = task.n_train + len(task.val_ids)
-    too_few = len(task.val_ids) < MIN_VALIDATION_CASES
-    if too_few and main:  # said before training, not only after it
-        fraction = math.ceil(100 * (MIN_VALIDATION_CASES - 0.5) / n_cases) / 100
-        while int(round(n_cases * fraction)) < MIN_VALIDATION_CASES:  # the split rounds half to even
-            fraction += 0.01
-        hint = (f"raise the validation fraction to {fraction:.2f} or export more cases"
-                if n_cases > MIN_VALIDATION_CASES else "export more cases")
-        note = Event("note", 0, message=(
-            f"val_fraction {cfg.val_fraction} leaves {len(task.val_ids)} of {n_cases} case(s) for validation: the "
-            f"result will be trained but cannot become active (a promotion needs at least {MIN_VALIDATION_CASES}, "
-            f"MIN_VALIDATION_CASES); {hint}"))
-    metric = task.metric
-    amp = _autocast(device, cfg.precision)  # checked before the (slow) baseline
-    resume = _read_resume_state(out, base, device) if cfg.resume else None  # also before the baseline
-    if too_few and main:
+    base, synced_bn, task = _build(cfg, ctx)
+    run = _Run(cfg, ctx, out, created, base, task, synced_bn)
+    note = _few_validation_note(cfg, task)
+    run.amp = _autocast(ctx.device, cfg.precision)  # checked before the (slow) baseline
+    resume = _read_resume_state(out, base, ctx.device) if cfg.resume else None  # also before the baseline
+    if note is not None and ctx.is_main:
         yield note  # after the checks that stop a run, before any training
-    base_metric = ctx.broadcast_float(task.evaluate(base))
-    if main:
-        yield Event("baseline", 0, val_metric=base_metric, metric=metric)
-
-    model = base
-    opt = task.optimizer(model.parameters(), cfg.lr or task.default_lr)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    history: list[dict[str, float]] = []
-    start = 1
-    if resume is not None:
-        path, state = resume
-        try:
-            model.load_state_dict(strip_module_prefix(state["model"]))
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise ResumeError(f"{path}: cannot resume from this epoch checkpoint: its weights or optimiser state do "
-                              f"not fit this run ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
-                              "resume with the run's own model, configuration and settings, or start afresh") from exc
-        history = [dict(h) for h in state["history"]]
-        start = int(state["epoch"]) + 1
-        del state
-    trained = distributed.wrap(model, ctx)  # DDP(MethodDispatch(model)) under torchrun; shares model's parameters
-    best = max(history, key=lambda h: h["val_metric"], default=None)
+    run.base_metric = ctx.broadcast_float(task.evaluate(base))
+    if ctx.is_main:
+        yield Event("baseline", 0, val_metric=run.base_metric, metric=task.metric)
+    run.opt = task.optimizer(base.parameters(), cfg.lr or task.default_lr)
+    run.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    start = _restore(run, resume)
+    trained = distributed.wrap(base, ctx)  # DDP(MethodDispatch(model)) under torchrun; shares model's parameters
+    run.best = max(run.history, key=lambda h: h["val_metric"], default=None)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     # one process: one generator for the permutation and the augmentation (as always); several: the
     # permutation's generator is the same on every rank, the augmentation's differs per rank
     aug_gen = gen if ctx.world_size == 1 else torch.Generator().manual_seed(
         cfg.seed + start + 1_000_003 * (ctx.rank + 1))
     started = time.monotonic()
-    timed_out = False
     for epoch in range(start, cfg.epochs + 1):
-        trained.train()
-        order = torch.randperm(task.n_train, generator=gen).tolist()
-        losses = []
-        for idx in distributed.shard(order, cfg.batch_size, ctx.rank, ctx.world_size):
-            batch = task.batch(idx, aug_gen)
-            with amp:
-                loss = task.loss(trained, batch)
-            opt.zero_grad()
-            try:
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            except RuntimeError as exc:
-                if ctx.enabled and "ready only once" in str(exc):
-                    raise RuntimeError(f"{cfg.model}: the task's loss runs the model more than once per step, "
-                                       "which DistributedDataParallel cannot synchronise; data-parallel training "
-                                       "needs one model call per step") from exc
-                raise
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if task.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), task.clip_norm)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            losses.append(ctx.mean_float(float(loss.detach())))  # the global batch's loss (equal shares per rank)
-            if main:
-                yield Event("step", epoch, train_loss=losses[-1], metric=metric)  # a GUI shows progress, can cancel
-        val = ctx.broadcast_float(task.evaluate(model))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": val})
-        ckpt = out / f"epoch_{epoch:03d}.pt"
-        improved = best is None or val > best["val_metric"]
-        if improved:
-            best = history[-1]
-        if main:
-            _make_folder(out, created)  # only now: a run refused for its inputs leaves no folder behind
-            payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
-            atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
-            for old in out.glob("epoch_*.pt"):  # resuming needs the last one only (weights + optimiser: large)
-                if old != ckpt:
-                    old.unlink(missing_ok=True)
-            atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(
-                {"model": cfg.model, "metric": metric, "base_val_metric": base_metric, "val_cases": len(task.val_ids),
-                 "min_validation_cases": MIN_VALIDATION_CASES, "epochs": history}, indent=1)))
-            if improved:
-                atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
-            yield Event("epoch", epoch, train_loss=history[-1]["train_loss"], val_metric=val, metric=metric)
-            yield Event("checkpoint", epoch, path=str(ckpt), metric=metric)
-        if epoch - int(best["epoch"]) >= cfg.patience:
+        loss = yield from _epoch(run, trained, epoch, gen, aug_gen)
+        yield from _finish_epoch(run, epoch, loss)
+        if epoch - int(run.best["epoch"]) >= cfg.patience:  # type: ignore[index]
             break
         if cfg.max_minutes is not None and epoch < cfg.epochs:  # rank 0's clock decides, so all ranks stop together
-            timed_out = ctx.broadcast_float(float(time.monotonic() - started > 60 * cfg.max_minutes)) > 0.5
-            if timed_out:
+            run.timed_out = ctx.broadcast_float(float(time.monotonic() - started > 60 * cfg.max_minutes)) > 0.5
+            if run.timed_out:
                 break
+    return _outcome(run, too_few=note is not None)
 
+
+def _build(cfg: FinetuneConfig, ctx: Any) -> tuple[torch.nn.Module, bool, Task]:
+    """The base model (a new class head when the checkpoint's classes are not the data's) and the task."""
+    from napari_medvit.models.config import resolve_checkpoint
+    from napari_medvit.training import distributed
+
+    spec = get_spec(cfg.model)
+    base_names = list(resolve_checkpoint(cfg.model, cfg.checkpoint).class_names)
+    data_overrides = task_class(spec).model_overrides(cfg.dataset, spec, base_names)
+    # a checkpoint whose head has other classes than the data's: keep the rest, start a new head
+    new_head = bool(cfg.checkpoint) and bool(data_overrides)
+    base = create_model(cfg.model, checkpoint=cfg.checkpoint, new_head=new_head,
+                        **{**data_overrides, **cfg.config_overrides}).to(ctx.device)
+    base, synced_bn = distributed.sync_batchnorm(base, ctx)
+    task: Task = make_task(cfg.dataset, base, ctx.device, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           size=tuple(cfg.size) if cfg.size else None, augment=cfg.augment)
+    if task.n_train == 0:
+        raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training cases")
+    return base, synced_bn, task
+
+
+def _few_validation_note(cfg: FinetuneConfig, task: Task) -> Event | None:
+    """The note that the run cannot be promoted (too few validation cases), with the fraction that would do."""
+    n_cases = task.n_train + len(task.val_ids)
+    if len(task.val_ids) >= MIN_VALIDATION_CASES:
+        return None
+    fraction = math.ceil(100 * (MIN_VALIDATION_CASES - 0.5) / n_cases) / 100
+    while int(round(n_cases * fraction)) < MIN_VALIDATION_CASES:  # the split rounds half to even
+        fraction += 0.01
+    hint = (f"raise the validation fraction to {fraction:.2f} or export more cases"
+            if n_cases > MIN_VALIDATION_CASES else "export more cases")
+    return Event("note", 0, message=(
+        f"val_fraction {cfg.val_fraction} leaves {len(task.val_ids)} of {n_cases} case(s) for validation: the "
+        f"result will be trained but cannot become active (a promotion needs at least {MIN_VALIDATION_CASES}, "
+        f"MIN_VALIDATION_CASES); {hint}"))
+
+
+def _restore(run: _Run, resume: tuple[Path, dict[str, Any]] | None) -> int:
+    """Weights, optimiser state and history of the epoch checkpoint to resume from; the first epoch to run."""
+    if resume is None:
+        return 1
+    path, state = resume
+    try:
+        run.base.load_state_dict(strip_module_prefix(state["model"]))
+        run.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ResumeError(f"{path}: cannot resume from this epoch checkpoint: its weights or optimiser state do "
+                          f"not fit this run ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                          "resume with the run's own model, configuration and settings, or start afresh") from exc
+    run.history = [dict(h) for h in state["history"]]
+    return int(state["epoch"]) + 1
+
+
+def _epoch(run: _Run, trained: torch.nn.Module, epoch: int, gen: torch.Generator,
+           aug_gen: torch.Generator) -> Generator[Event, None, float]:
+    """One epoch of training steps (a ``step`` event each, so a GUI shows progress and can cancel); the mean loss."""
+    from napari_medvit.training import distributed
+
+    cfg, ctx, task = run.cfg, run.ctx, run.task
+    trained.train()
+    order = torch.randperm(task.n_train, generator=gen).tolist()
+    losses = []
+    for idx in distributed.shard(order, cfg.batch_size, ctx.rank, ctx.world_size):
+        batch = task.batch(idx, aug_gen)
+        with run.amp:
+            loss = task.loss(trained, batch)
+        _step(run, loss)
+        losses.append(ctx.mean_float(float(loss.detach())))  # the global batch's loss (equal shares per rank)
+        if ctx.is_main:
+            yield Event("step", epoch, train_loss=losses[-1], metric=task.metric)
+    return float(np.mean(losses))
+
+
+def _step(run: _Run, loss: torch.Tensor) -> None:
+    """Backward (scaled for fp16), gradient clipping at the task's norm, optimiser step."""
+    opt, scaler = run.opt, run.scaler
+    opt.zero_grad()
+    try:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    except RuntimeError as exc:
+        if run.ctx.enabled and "ready only once" in str(exc):
+            raise RuntimeError(f"{run.cfg.model}: the task's loss runs the model more than once per step, "
+                               "which DistributedDataParallel cannot synchronise; data-parallel training "
+                               "needs one model call per step") from exc
+        raise
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if run.task.clip_norm:
+        torch.nn.utils.clip_grad_norm_(run.base.parameters(), run.task.clip_norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
+def _finish_epoch(run: _Run, epoch: int, loss: float) -> Generator[Event, None, None]:
+    """Score the epoch on the validation cases; rank 0 writes the epoch checkpoint, history.json, best.pt."""
+    val = run.ctx.broadcast_float(run.task.evaluate(run.base))
+    run.history.append({"epoch": epoch, "train_loss": loss, "val_metric": val})
+    improved = run.best is None or val > run.best["val_metric"]
+    if improved:
+        run.best = run.history[-1]
+    if not run.ctx.is_main:
+        return
+    out, model, metric = run.out, run.base, run.task.metric
+    ckpt = out / f"epoch_{epoch:03d}.pt"
+    _make_folder(out, run.created)  # only now: a run refused for its inputs leaves no folder behind
+    payload = {"model": model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": epoch, "history": run.history}
+    atomic_write(ckpt, lambda tmp: torch.save(payload, tmp))
+    for old in out.glob("epoch_*.pt"):  # resuming needs the last one only (weights + optimiser: large)
+        if old != ckpt:
+            old.unlink(missing_ok=True)
+    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(
+        {"model": run.cfg.model, "metric": metric, "base_val_metric": run.base_metric,
+         "val_cases": len(run.task.val_ids), "min_validation_cases": MIN_VALIDATION_CASES, "epochs": run.history},
+        indent=1)))
+    if improved:
+        atomic_write(out / "best.pt", lambda tmp: torch.save({"model": model.state_dict(), "epoch": epoch}, tmp))
+    yield Event("epoch", epoch, train_loss=loss, val_metric=val, metric=metric)
+    yield Event("checkpoint", epoch, path=str(ckpt), metric=metric)
+
+
+def _outcome(run: _Run, *, too_few: bool) -> FinetuneResult:
+    """Promote the best epoch if it beats the base on enough validation cases; the result says which and why."""
+    cfg, metric, base_metric, best, history = run.cfg, run.task.metric, run.base_metric, run.best, run.history
     best_metric = float(best["val_metric"]) if best else base_metric
-    n_val = len(task.val_ids)
+    best_epoch = int(best["epoch"]) if best else 0
+    n_val = len(run.task.val_ids)
     stopped = (f" (time budget of {cfg.max_minutes:g} min reached after epoch {history[-1]['epoch']} of "
-               f"{cfg.epochs})") if timed_out else ""
+               f"{cfg.epochs})") if run.timed_out else ""
     if too_few:
-        return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
+        return FinetuneResult(False, metric, base_metric, best_metric, best_epoch, None,
                               f"not promoted: validated on {n_val} case(s), fewer than the {MIN_VALIDATION_CASES} "
                               f"a promotion needs (MIN_VALIDATION_CASES); validation {metric} {best_metric:.3f}, "
                               f"base {base_metric:.3f}; export more cases or raise val_fraction; the base stays "
                               f"active{stopped}", history)
     if best is None or not best_metric > base_metric:
-        return FinetuneResult(False, metric, base_metric, best_metric, int(best["epoch"]) if best else 0, None,
+        return FinetuneResult(False, metric, base_metric, best_metric, best_epoch, None,
                               f"not promoted: validation {metric} {best_metric:.3f} does not beat the base model's "
                               f"{base_metric:.3f} on the same {n_val} case(s); the base stays active{stopped}", history)
     version = None
-    if main:
-        version = str(_promote(cfg, ctx, out, model, base, spec, task, metric, base_metric, best_metric,
-                               int(best["epoch"]), synced_bn, len(history), history[-1]["epoch"] if timed_out else None))
-    version = ctx.broadcast_object(version)
-    return FinetuneResult(True, metric, base_metric, best_metric, int(best["epoch"]), version,
+    if run.ctx.is_main:
+        version = str(_promote(run, best_metric, best_epoch, history[-1]["epoch"] if run.timed_out else None))
+    version = run.ctx.broadcast_object(version)
+    return FinetuneResult(True, metric, base_metric, best_metric, best_epoch, version,
                           f"promoted {Path(version).name}: validation {metric} {best_metric:.3f} > base "
                           f"{base_metric:.3f}{stopped}", history)
 
 
-def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, base: torch.nn.Module, spec: Any,
-             task: Task, metric: str, base_metric: float, best_metric: float, best_epoch: int,
-             synced_bn: bool, epochs_run: int, timed_out_after: int | None = None) -> Path:
+def _promote(run: _Run, best_metric: float, best_epoch: int, timed_out_after: int | None = None) -> Path:
     """Rank 0: the best epoch's weights become ``versions/vN.safetensors`` and the active version."""
+    ctx, out, model = run.ctx, run.out, run.base
     try:
         weights = torch.load(out / "best.pt", map_location=ctx.device, weights_only=True)["model"]
         model.load_state_dict(weights)
@@ -391,37 +452,34 @@ def _promote(cfg: FinetuneConfig, ctx: Any, out: Path, model: torch.nn.Module, b
     existing = finished_files(out / "versions", "v*.safetensors")
     n = max((_version_number(p) for p in existing), default=0) + 1  # never the name of an existing file
     version = out / "versions" / f"v{n}.safetensors"
-    info = getattr(base, "checkpoint_info", None)
-    base_names = ((info.manifest or {}).get("class_names") if info else None) or list(spec.class_names)
-    parallel = ({"world_size": ctx.world_size, "batch_size_per_process": cfg.batch_size,
-                 "global_batch_size": cfg.batch_size * ctx.world_size, "sync_batchnorm": synced_bn}
-                if ctx.world_size > 1 else {})
-    manifest = Manifest(
-        arch=cfg.model, config=getattr(model, "config", {}), class_names=list(task.class_names or base_names),
-        preprocessing={**((info.manifest or {}).get("preprocessing") or {} if info else {}), **task.preprocessing},
-        trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
-        extra={"base_checkpoint": cfg.checkpoint or "untrained", "base_sha256":
-               file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
-               **({"new_head": list(info.new_head)} if info is not None and info.new_head else {}),
-               **task.summary(), "metric": metric, "base_val_metric": base_metric, "val_metric": best_metric,
-               "epoch": best_epoch, "epochs_run": epochs_run, "epochs_planned": cfg.epochs,
-               "promotion": {"min_validation_cases": MIN_VALIDATION_CASES, "validation_cases": len(task.val_ids)},
-               **({"time_budget": {"max_minutes": cfg.max_minutes, "stopped_after_epoch": timed_out_after}}
-                  if timed_out_after is not None else {}),
-               **({"distributed": parallel} if parallel else {})})
-    save_checkpoint(model, version, manifest)
+    save_checkpoint(model, version, _version_manifest(run, best_metric, best_epoch, timed_out_after))
     _set_active(out, version)
     return version
 
 
-def _checkpoint_class_names(checkpoint: str | None) -> list[str]:
-    """The class names in a checkpoint's manifest (empty without a checkpoint or manifest)."""
-    if not checkpoint or not str(checkpoint).endswith(".safetensors"):
-        return []
-    from napari_medvit.models.manifest import read_manifest
-
-    manifest = read_manifest(checkpoint)
-    return list(manifest.class_names) if manifest is not None and manifest.class_names else []
+def _version_manifest(run: _Run, best_metric: float, best_epoch: int, timed_out_after: int | None) -> Manifest:
+    """What a promoted version records: the base's configuration and class names (or the data's), the base
+    checkpoint's own preprocessing with what the data adds, the data summary and both metric figures."""
+    cfg, ctx, task = run.cfg, run.ctx, run.task
+    config = task.config  # the base model's resolved configuration
+    info = getattr(run.base, "checkpoint_info", None)
+    parallel = ({"world_size": ctx.world_size, "batch_size_per_process": cfg.batch_size,
+                 "global_batch_size": cfg.batch_size * ctx.world_size, "sync_batchnorm": run.synced_bn}
+                if ctx.world_size > 1 else {})
+    return Manifest(
+        arch=cfg.model, config=getattr(run.base, "config", {}),
+        class_names=list(task.class_names or config.class_names or config.spec.class_names),
+        preprocessing={**config.checkpoint_preprocessing, **task.preprocessing},
+        trained=True, description=f"fine-tuned on {Path(cfg.dataset).name}",
+        extra={"base_checkpoint": cfg.checkpoint or "untrained", "base_sha256":
+               file_sha256(cfg.checkpoint) if cfg.checkpoint and Path(cfg.checkpoint).is_file() else "",
+               **({"new_head": list(info.new_head)} if info is not None and info.new_head else {}),
+               **task.summary(), "metric": task.metric, "base_val_metric": run.base_metric, "val_metric": best_metric,
+               "epoch": best_epoch, "epochs_run": len(run.history), "epochs_planned": cfg.epochs,
+               "promotion": {"min_validation_cases": MIN_VALIDATION_CASES, "validation_cases": len(task.val_ids)},
+               **({"time_budget": {"max_minutes": cfg.max_minutes, "stopped_after_epoch": timed_out_after}}
+                  if timed_out_after is not None else {}),
+               **({"distributed": parallel} if parallel else {})})
 
 
 def _set_active(out: Path, version: Path) -> None:

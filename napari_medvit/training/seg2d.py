@@ -1,9 +1,11 @@
 """Fine-tuning task for 2D binary segmentation (TransFuse family, the 2D U-Net baseline) on a PNG export folder.
 
-Loss as in the official TransFuse ISIC script: the PraNet structure loss (boundary-weighted BCE +
+Frames are prepared by the one input pipeline the predictor uses (:mod:`napari_medvit.transforms.prepare`),
+with the model's resolved preprocessing. The loss variant is the family adapter's
+(``segmentation_loss``): ``"structure"`` as in the official TransFuse ISIC script: the PraNet structure loss (boundary-weighted BCE +
 weighted IoU) on ``map_2``, ``map_1`` and ``map_x`` with weights 0.5 / 0.3 / 0.2; Adam with betas
 (0.5, 0.999), learning rate 7e-5 and gradient clipping at norm 2.0. Models without TransFuse's
-auxiliary heads (the MONAI U-Net baseline) train with MONAI's Dice + BCE loss under the same
+auxiliary heads (``"dice_ce"``: the MONAI U-Net baseline) train with MONAI's Dice + BCE loss under the same
 optimiser, so that the comparison differs only in the network. Validation metric: mean Dice of
 ``sigmoid(logits) > 0.5`` (an empty mask predicted empty counts 1).
 """
@@ -18,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_medvit.io import read_image
-from napari_medvit.training.augment import augment_2d
+from napari_medvit.transforms.augment import augment_2d
 from napari_medvit.training.tasks import Task, call, nnunet_cases, read_dataset_json, split
-from napari_medvit.transforms import scale_to_unit
+from napari_medvit.transforms.prepare import prepare_frame
+from napari_medvit.transforms.preprocessing import Preprocessing
 
 
 def structure_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -40,9 +43,9 @@ def transfuse_loss(out: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Te
         0.2 * structure_loss(out["map_x"], mask)
 
 
-def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(case id, RGB frame, binary mask) for every case of a 2D export folder; the folder must agree
-    with its dataset.json (:func:`~napari_medvit.training.tasks.nnunet_cases`)."""
+def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
+    """(case id, frame, binary mask, whether the frame is RGB as its reader says) for every case of a 2D
+    export folder; the folder must agree with its dataset.json (:func:`~napari_medvit.training.tasks.nnunet_cases`)."""
     root = Path(dataset)
     info = read_dataset_json(root)
     if info.get("file_ending") != ".png":
@@ -50,25 +53,24 @@ def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     cases = []
     for case in nnunet_cases(root, info, ".png", 1):  # the label files, checked against dataset.json
         image_file, label_file = root / "imagesTr" / f"{case}_0000.png", root / "labelsTr" / f"{case}.png"
-        image, _ = read_image(image_file)
+        image, meta = read_image(image_file)
         labels, _ = read_image(label_file)
-        cases.append((case, image, (labels > 0).astype(np.float32)))
+        cases.append((case, image, (labels > 0).astype(np.float32), bool(meta.rgb)))
     if len(cases) < 2:
         raise ValueError(f"{root}: {len(cases)} case(s); fine-tuning needs at least 2 (training and validation)")
     return cases
 
 
-def to_tensors(cases: list[tuple[str, np.ndarray, np.ndarray]], idx: list[int], size: tuple[int, int], mean: Any,
-               std: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(cases: list[tuple[str, np.ndarray, np.ndarray, bool]], idx: list[int], size: tuple[int, int],
+               pre: Preprocessing, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, C, *size), masks (N, 1, *size)) of the cases ``idx``: each frame prepared as the
+    predictor prepares it (transforms.prepare), its mask resized by nearest neighbour."""
     if not idx:  # evaluation only: no training cases
-        return torch.empty(0, 3, *size), torch.empty(0, 1, *size)
+        return torch.empty(0, in_chans, *size), torch.empty(0, 1, *size)
     images, masks = [], []
     for i in idx:
-        _, image, mask = cases[i]
-        x = torch.from_numpy(scale_to_unit(image[..., :3] if image.ndim == 3 else image, rgb=image.ndim == 3))
-        x = x.permute(2, 0, 1) if x.ndim == 3 else x[None].expand(3, -1, -1)
-        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        images.append((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
+        case, image, mask, rgb = cases[i]
+        images.append(prepare_frame(image, rgb, pre, in_chans, size, what=f"case {case}"))
         masks.append(F.interpolate(torch.from_numpy(mask)[None, None], size=size, mode="nearest")[0])
     return torch.stack(images), torch.stack(masks)
 
@@ -95,13 +97,14 @@ class Segment2DTask(Task):
         super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
         cases = load_cases(dataset)
         train_idx, val_idx = split([c[0] for c in cases], val_fraction, seed)
-        pre = self.spec.preprocessing
-        self.size = tuple(size or pre.get("resize") or (192, 256))
+        pre = self.config.preprocessing
+        self.size = tuple(size or pre.resize or (192, 256))
         self.train_ids = [cases[i][0] for i in train_idx]
         self.val_ids = [cases[i][0] for i in val_idx]
-        self.xs_t, self.ms_t = (t.to(device) for t in to_tensors(cases, train_idx, self.size, pre["mean"], pre["std"]))
-        self.xs_v, self.ms_v = (t.to(device) for t in to_tensors(cases, val_idx, self.size, pre["mean"], pre["std"]))
-        self.deep_supervision = hasattr(model, "forward_all")
+        n_in = self.spec.in_chans
+        self.xs_t, self.ms_t = (t.to(device) for t in to_tensors(cases, train_idx, self.size, pre, n_in))
+        self.xs_v, self.ms_v = (t.to(device) for t in to_tensors(cases, val_idx, self.size, pre, n_in))
+        self.deep_supervision = self.config.adapter.segmentation_loss == "structure"
         if not self.deep_supervision:
             from monai.losses import DiceCELoss
 

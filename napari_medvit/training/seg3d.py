@@ -6,10 +6,12 @@ Data: ``dataset.json`` (``file_ending`` ".nii.gz", ``channel_names``, ``labels``
 model's ``in_channels`` and every label value must be below its ``out_channels``; the class names of the
 fine-tuned version come from ``labels`` (by value).
 
-Preprocessing is the predictor's (:meth:`~napari_medvit.inference.predictor.Predictor._predict_volume`): the
-checkpoint manifest's preprocessing over the registry's; reorientation / resampling to ``axcodes`` / ``pixdim``
-when given (labels with nearest neighbour); each channel scaled by the fixed ``intensity`` window, or robustly
-to 0..1 on its own distribution; then ``(x - mean) / std``. The volumes are prepared once and kept in memory.
+Preprocessing is the predictor's: :func:`~napari_medvit.transforms.prepare.prepare_volume` with the model's
+resolved preprocessing (the checkpoint manifest's keys over the registry's): reorientation / resampling to
+``axcodes`` / ``pixdim`` when given (labels with nearest neighbour); each channel scaled by the fixed
+``intensity`` window, or robustly to 0..1 on its own distribution; then ``(x - mean) / std``. The volumes are
+prepared once and kept in memory. How the network trains follows its adapter's ``volume_training``:
+:class:`PatchTraining` (MONAI networks) or :class:`PlaneTraining` (TrUE-Net).
 
 MONAI networks (as in the official Swin-UNETR / UNETR BTCV scripts, research-contributions
 ``SwinUNETR/BTCV``): training patches of the ROI size (the config's ``size`` when given, else the
@@ -55,7 +57,8 @@ import torch.nn.functional as F
 from napari_medvit.io import read_image
 from napari_medvit.training.tasks import Task, call, nnunet_cases, split
 from napari_medvit.training.tasks import read_dataset_json as _read_json_object
-from napari_medvit.transforms import scale_intensity_range, scale_to_unit
+from napari_medvit.transforms.prepare import prepare_volume
+from napari_medvit.transforms.preprocessing import Preprocessing
 
 ENDING = ".nii.gz"
 PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}  # as napari_medvit.models.truenet.PLANES (no import of it here)
@@ -90,34 +93,7 @@ def label_values(info: dict[str, Any], where: Path) -> dict[int, str]:
     return out
 
 
-def model_channels(model: torch.nn.Module, spec: Any) -> tuple[int, int]:
-    """(in_channels, out_channels) of a 3D segmentation model (MONAI nets or TrUE-Net)."""
-    config = getattr(model, "config", None) or {}
-    n_in = config.get("in_channels", config.get("n_channels", spec.in_chans))
-    n_out = config.get("out_channels", config.get("n_classes")) or len(spec.class_names)
-    return int(n_in), int(n_out)
-
-
-def preprocess(image: np.ndarray, labels: np.ndarray | None, meta: Any, pre: dict[str, Any],
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The predictor's 3D preprocessing of a (C, z, y, x) image (and its labels, nearest neighbour)."""
-    from napari_medvit.transforms.spatial import to_model_grid
-
-    if pre.get("axcodes") or pre.get("pixdim"):
-        image, _ = to_model_grid(image, meta.affine, pre.get("axcodes"), pre.get("pixdim"))
-        if labels is not None:
-            labels, _ = to_model_grid(labels, meta.affine, pre.get("axcodes"), pre.get("pixdim"), order=0)
-    window = pre.get("intensity")
-    if isinstance(window, dict):
-        unit = np.stack([scale_intensity_range(v, *window["window"], *window.get("range", (0.0, 1.0)),
-                                               clip=bool(window.get("clip", False))) for v in image])
-    else:
-        unit = np.stack([scale_to_unit(v) for v in image])
-    mean, std = float(pre.get("mean", (0.0,))[0]), float(pre.get("std", (1.0,))[0])
-    return ((unit - mean) / std).astype(np.float32, copy=False), labels
-
-
-def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[str, Any],
+def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: Preprocessing,
                ) -> tuple[list[str], list[np.ndarray], list[np.ndarray], dict[int, str]]:
     """Case ids, preprocessed (C, z, y, x) float32 volumes, (1, z, y, x) label maps and the label names."""
     root = Path(dataset)
@@ -132,7 +108,7 @@ def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[s
         raise ValueError(f"{root}: label values {sorted(names)} do not fit the model's out_channels={n_classes} "
                          f"(values 0..{n_classes - 1})")
     ids, images, labels = [], [], []
-    smallest = int(pre.get("min_size", 2))
+    smallest = pre.min_size
     dtype = np.uint8 if n_classes <= 256 else np.int32
     for case in nnunet_cases(root, info, ENDING, n_channels):  # the label files, checked against dataset.json
         label_file = root / "labelsTr" / f"{case}{ENDING}"
@@ -154,10 +130,10 @@ def load_cases(dataset: str | Path, n_channels: int, n_classes: int, pre: dict[s
                              f"model's out_channels={n_classes}")
         if min(lab.shape) < smallest:
             raise ValueError(f"{root}: case {case} of shape {lab.shape} is smaller than the model's minimum {smallest}")
-        image, lab = preprocess(np.stack(channels), lab.astype(dtype)[None], meta, pre)
+        prepared = prepare_volume(np.stack(channels), pre, meta.affine, labels=lab.astype(dtype)[None])
         ids.append(case)
-        images.append(image)
-        labels.append(np.ascontiguousarray(lab))
+        images.append(prepared.x)
+        labels.append(np.ascontiguousarray(prepared.labels))
     if len(ids) < 2:
         raise ValueError(f"{root}: {len(ids)} case(s); fine-tuning needs at least 2 (training and validation)")
     return ids, images, labels, names
@@ -212,44 +188,146 @@ def init_output_bias(model: torch.nn.Module, freq: torch.Tensor) -> bool:
     return True
 
 
+class PatchTraining:
+    """MONAI networks: ROI patches from ``RandCropByPosNegLabeld``, the softmax Dice-CE loss (class-weighted
+    when the registry entry asks), AdamW; an untrained output layer starts at the class prior."""
+
+    def __init__(self, task: Segment3DTask, model: torch.nn.Module, augment: str) -> None:
+        from monai.transforms import Compose, SpatialPadd
+
+        spec, size = task.spec, task.size
+        if size is None:
+            raise ValueError(f"{spec.name}: no roi_size in its preprocessing; give a training size")
+        multiple = task.pre.size_multiple
+        if any(s % multiple for s in size):
+            raise ValueError(f"{spec.name}: training size {size} must be a multiple of {multiple} along each axis")
+        problem = task.config.adapter.check_patch_size(model, size)
+        if problem:
+            raise ValueError(f"{spec.name}: {problem}")
+        fixed = (getattr(model, "config", None) or {}).get("img_size")
+        for what, r in (("training size", size), ("sliding-window roi_size", task.eval_roi)):
+            if fixed is not None and r is not None and tuple(r) != tuple(fixed):
+                raise ValueError(f"{spec.name} runs at a fixed img_size {tuple(fixed)}; its {what} is {r}")
+        self.task = task
+        self.patches_per_case = task.config.training.patches_per_case
+        rotate = (1, 2) if size[1] == size[2] else None  # the axial plane of (z, y, x)
+        self.pipeline = Compose([SpatialPadd(keys=KEYS, spatial_size=size), _crop(size, self.patches_per_case),
+                                 *_augmentations(augment, 3, rotate)])
+        self.class_weights: torch.Tensor | None = None
+        self.output_bias = False
+        self.loss_fn: Any = None
+
+    def prepare(self, model: torch.nn.Module, frequencies: torch.Tensor) -> None:
+        """After the cases are loaded: loss weights and the output bias from the training labels."""
+        from monai.losses import DiceCELoss
+
+        task = self.task
+        info = getattr(model, "checkpoint_info", None)
+        self.output_bias = info is not None and not info.trained and init_output_bias(model, frequencies)
+        rule = task.config.training.class_weights
+        self.class_weights = class_weights(frequencies, rule) if rule else None
+        weight = None if self.class_weights is None else self.class_weights.float().to(task.device)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
+
+    def batch(self, idx: list[int], gen: torch.Generator) -> Any:
+        samples = self.task.samples(self.pipeline, idx, gen)
+        return (torch.stack([s["image"] for s in samples]).float().to(self.task.device),
+                torch.stack([s["label"] for s in samples]).long().to(self.task.device))
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return self.loss_fn(model(x).float(), y)
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-5)
+
+    def summary(self) -> dict[str, Any]:
+        return {"patches_per_case": self.patches_per_case,
+                **({"output_bias": "log class frequencies"} if self.output_bias else {}),
+                **({"class_weights": [float(w) for w in self.class_weights]} if self.class_weights is not None
+                   else {})}
+
+
+class PlaneTraining:
+    """TrUE-Net: per plane and case ``slices_per_case`` slices (half through a foreground voxel), the mean
+    of the three plane networks' cross-entropy, Adam (eps 1e-4)."""
+
+    slices_per_case = 4  # per plane and case (batch 2 -> the official batch of 8 slices)
+
+    def __init__(self, task: Segment3DTask, model: torch.nn.Module, augment: str) -> None:
+        from monai.transforms import Compose, SpatialPadd, SqueezeDimd
+
+        self.task = task
+        self.pipelines = {}
+        for plane, axis in PLANES.items():
+            extent = list(task.size) if task.size else [-1, -1, -1]
+            extent[axis] = 1
+            in_plane = [e for i, e in enumerate(extent) if i != axis]
+            square = in_plane[0] == in_plane[1] and in_plane[0] > 0
+            pad = [SpatialPadd(keys=KEYS, spatial_size=task.size)] if task.size else []
+            self.pipelines[plane] = Compose([*pad, _crop(tuple(extent), self.slices_per_case),
+                                             SqueezeDimd(keys=KEYS, dim=1 + axis),
+                                             *_augmentations(augment, 2, (0, 1) if square else None)])
+
+    def prepare(self, model: torch.nn.Module, frequencies: torch.Tensor) -> None:
+        """The plane networks keep their initialisation and train unweighted."""
+
+    def batch(self, idx: list[int], gen: torch.Generator) -> Any:
+        """{plane: (slices, labels)}, each zero-padded to the batch's largest slice."""
+        out = {}
+        for plane, pipeline in self.pipelines.items():
+            samples = self.task.samples(pipeline, idx, gen)
+            h = max(s["image"].shape[-2] for s in samples)
+            w = max(s["image"].shape[-1] for s in samples)
+
+            def fit(t: torch.Tensor) -> torch.Tensor:  # zero (background) padding to the batch's largest slice
+                return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]))
+
+            out[plane] = (torch.stack([fit(s["image"]) for s in samples]).float().to(self.task.device),
+                          torch.stack([fit(s["label"]) for s in samples]).long().to(self.task.device))
+        return out
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        logits = call(model, "plane_logits", {plane: x for plane, (x, _) in batch.items()})  # one call: DDP-safe
+        losses = [F.cross_entropy(logits[plane].float(), y[:, 0]) for plane, (_, y) in batch.items()]
+        return torch.stack(losses).mean()
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr, eps=1e-4)
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+TRAINING = {"patches": PatchTraining, "planes": PlaneTraining}  # by the adapter's ``volume_training``
+KEYS = ["image", "label"]
+
+
+def _crop(spatial_size: tuple[int, ...], n: int) -> Any:
+    from monai.transforms import RandCropByPosNegLabeld
+
+    return RandCropByPosNegLabeld(keys=KEYS, label_key="label", image_key="image", spatial_size=spatial_size,
+                                  pos=1, neg=1, num_samples=n, image_threshold=0)
+
+
 class Segment3DTask(Task):
     metric = "Dice"
     default_lr = 1e-4
-    slices_per_case = 4  # TrUE-Net: slices per plane and case (batch 2 -> the official batch of 8 slices)
 
     def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *, val_fraction: float,
                  seed: int, size: tuple[int, ...] | None, augment: str) -> None:
         super().__init__(dataset, model, device, val_fraction=val_fraction, seed=seed, size=size, augment=augment)
-        from monai.losses import DiceCELoss
-        from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd, SqueezeDimd
-
-        info = getattr(model, "checkpoint_info", None)
-        manifest = (info.manifest or {}) if info is not None else {}
-        self.pre: dict[str, Any] = {**self.spec.preprocessing, **(manifest.get("preprocessing") or {})}
-        self.n_in, self.n_out = model_channels(model, self.spec)
+        self.pre = self.config.preprocessing
+        self.n_in, self.n_out = self.config.adapter.channels(model, self.spec.in_chans)
+        self.n_out = self.n_out or len(self.spec.class_names)
         if self.n_out < 2:
             raise ValueError(f"{self.spec.name}: out_channels={self.n_out}; the softmax Dice-CE loss needs >= 2")
-        self.planes = self.spec.family == "truenet"
         if size is not None and (len(size) != 3 or min(int(s) for s in size) < 1):
             raise ValueError(f"size must be three positive voxel counts (z, y, x), got {size}")
-        roi = self.pre.get("roi_size")
-        self.eval_roi = tuple(int(r) for r in roi) if roi else None  # None: the whole volume (TrUE-Net)
-        chosen = size or roi
+        self.eval_roi = tuple(self.pre.roi_size) if self.pre.roi_size else None  # None: the whole volume
+        chosen = size or self.eval_roi
         self.size = tuple(int(s) for s in chosen) if chosen else None  # training patch; None: whole slices
-        if not self.planes:
-            if self.size is None:
-                raise ValueError(f"{self.spec.name}: no roi_size in its preprocessing; give a training size")
-            multiple = int(self.pre.get("size_multiple", 1) or 1)
-            if any(s % multiple for s in self.size):
-                raise ValueError(f"{self.spec.name}: training size {self.size} must be a multiple of {multiple} "
-                                 "along each axis")
-            if type(model).__name__ == "SwinUNETR" and np.prod([s // 32 for s in self.size]) < 2:
-                raise ValueError(f"{self.spec.name}: training size {self.size} leaves a single voxel at Swin-UNETR's "
-                                 "1/32 bottleneck, which instance norm cannot train on; use 64 along at least one axis")
-            fixed = (getattr(model, "config", None) or {}).get("img_size")
-            for what, r in (("training size", self.size), ("sliding-window roi_size", self.eval_roi)):
-                if fixed is not None and r is not None and tuple(r) != tuple(fixed):
-                    raise ValueError(f"{self.spec.name} runs at a fixed img_size {tuple(fixed)}; its {what} is {r}")
+        self.training = TRAINING[self.config.adapter.volume_training](self, model, augment)
 
         ids, images, labels, names = load_cases(dataset, self.n_in, self.n_out, self.pre)
         train_idx, val_idx = split(ids, val_fraction, seed)
@@ -258,45 +336,15 @@ class Segment3DTask(Task):
         self.train_data = [(torch.from_numpy(images[i]), torch.from_numpy(labels[i])) for i in train_idx]
         self.val_data = [(torch.from_numpy(images[i]), torch.from_numpy(labels[i])) for i in val_idx]
         self.frequencies = class_frequencies([lab for _, lab in self.train_data], self.n_out)
-        self.output_bias = (not self.planes and info is not None and not info.trained
-                            and init_output_bias(model, self.frequencies))
-        self.patches_per_case = int(self.spec.training.get("patches_per_case", 1))
-        if self.patches_per_case < 1:
-            raise ValueError(f"{self.spec.name}: patches_per_case must be >= 1, got {self.patches_per_case}")
-        rule = self.spec.training.get("class_weights")
-        self.class_weights = class_weights(self.frequencies, rule) if rule and not self.planes else None
-        base = list(manifest.get("class_names") or self.spec.class_names)
+        self.training.prepare(model, self.frequencies)
+        base = list(self.config.class_names)
         if len(base) != self.n_out:
             base = [f"class {i}" for i in range(self.n_out)]
         self.class_names = [names.get(i, base[i]) for i in range(self.n_out)]
 
-        keys = ["image", "label"]
-
-        def crop(spatial_size: tuple[int, ...], n: int) -> Any:
-            return RandCropByPosNegLabeld(keys=keys, label_key="label", image_key="image", spatial_size=spatial_size,
-                                          pos=1, neg=1, num_samples=n, image_threshold=0)
-
-        if not self.planes:
-            rotate = (1, 2) if self.size[1] == self.size[2] else None  # the axial plane of (z, y, x)
-            self.pipelines = {"3d": Compose([SpatialPadd(keys=keys, spatial_size=self.size),
-                                             crop(self.size, self.patches_per_case),
-                                             *_augmentations(augment, 3, rotate)])}
-            weight = None if self.class_weights is None else self.class_weights.float().to(self.device)
-            self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
-        else:
-            self.pipelines = {}
-            for plane, axis in PLANES.items():
-                extent = list(self.size) if self.size else [-1, -1, -1]
-                extent[axis] = 1
-                in_plane = [e for i, e in enumerate(extent) if i != axis]
-                square = in_plane[0] == in_plane[1] and in_plane[0] > 0
-                pad = [SpatialPadd(keys=keys, spatial_size=self.size)] if self.size else []
-                self.pipelines[plane] = Compose([*pad, crop(tuple(extent), self.slices_per_case),
-                                                 SqueezeDimd(keys=keys, dim=1 + axis),
-                                                 *_augmentations(augment, 2, (0, 1) if square else None)])
-
     # -- training ------------------------------------------------------------------------------
-    def _samples(self, pipeline: Any, idx: list[int], gen: torch.Generator) -> list[dict[str, Any]]:
+    def samples(self, pipeline: Any, idx: list[int], gen: torch.Generator) -> list[dict[str, Any]]:
+        """The crops of ``pipeline`` from the training cases ``idx``, its random state seeded from ``gen``."""
         from monai.utils import convert_to_tensor
 
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
@@ -305,40 +353,18 @@ class Segment3DTask(Task):
         for i in idx:
             image, label = self.train_data[i]
             for sample in pipeline({"image": image, "label": label}):
-                out.append({k: convert_to_tensor(sample[k], track_meta=False) for k in ("image", "label")})
+                out.append({k: convert_to_tensor(sample[k], track_meta=False) for k in KEYS})
         return out
 
     def batch(self, idx: list[int], gen: torch.Generator) -> Any:
         """(patches (B, C, *size), labels (B, 1, *size)); TrUE-Net: {plane: (slices, labels)}."""
-        if not self.planes:
-            samples = self._samples(self.pipelines["3d"], idx, gen)
-            return (torch.stack([s["image"] for s in samples]).float().to(self.device),
-                    torch.stack([s["label"] for s in samples]).long().to(self.device))
-        out = {}
-        for plane, pipeline in self.pipelines.items():
-            samples = self._samples(pipeline, idx, gen)
-            h = max(s["image"].shape[-2] for s in samples)
-            w = max(s["image"].shape[-1] for s in samples)
-
-            def fit(t: torch.Tensor) -> torch.Tensor:  # zero (background) padding to the batch's largest slice
-                return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]))
-
-            out[plane] = (torch.stack([fit(s["image"]) for s in samples]).float().to(self.device),
-                          torch.stack([fit(s["label"]) for s in samples]).long().to(self.device))
-        return out
+        return self.training.batch(idx, gen)
 
     def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
-        if not self.planes:
-            x, y = batch
-            return self.loss_fn(model(x).float(), y)
-        logits = call(model, "plane_logits", {plane: x for plane, (x, _) in batch.items()})  # one call: DDP-safe
-        losses = [F.cross_entropy(logits[plane].float(), y[:, 0]) for plane, (_, y) in batch.items()]
-        return torch.stack(losses).mean()
+        return self.training.loss(model, batch)
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
-        if self.planes:
-            return torch.optim.Adam(params, lr=lr, eps=1e-4)
-        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-5)
+        return self.training.optimizer(params, lr)
 
     # -- validation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -351,10 +377,9 @@ class Segment3DTask(Task):
         strict = DiceMetric(include_background=False, num_classes=self.n_out, ignore_empty=False)
         for image, label in self.val_data:
             roi = self.eval_roi or tuple(image.shape[1:])
-            logits = sliding_window_inference(
-                image[None], roi, int(self.pre.get("sw_batch_size", 1)), model,
-                overlap=float(self.pre.get("overlap", 0.5)), mode=self.pre.get("blend", "gaussian"),
-                sw_device=self.device, device="cpu")
+            logits = sliding_window_inference(image[None], roi, self.pre.sw_batch_size, model,
+                                              overlap=self.pre.overlap, mode=self.pre.blend, sw_device=self.device,
+                                              device="cpu")
             pred = torch.softmax(logits.float(), dim=1).argmax(dim=1, keepdim=True)
             present(y_pred=pred, y=label[None].long())
             strict(y_pred=pred, y=label[None].long())
@@ -366,11 +391,7 @@ class Segment3DTask(Task):
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "size": list(self.size) if self.size else None,
                 "roi_size": list(self.eval_roi) if self.eval_roi else None, "channels": self.n_in,
-                **({} if self.planes else {"patches_per_case": self.patches_per_case}),
-                "class_frequencies": [float(f) for f in self.frequencies],
-                **({"output_bias": "log class frequencies"} if self.output_bias else {}),
-                **({"class_weights": [float(w) for w in self.class_weights]} if self.class_weights is not None
-                   else {})}
+                "class_frequencies": [float(f) for f in self.frequencies], **self.training.summary()}
 
 
 TASK = Segment3DTask

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 
 from napari_medvit.inference.options import AUGMENTATIONS
+from napari_medvit.models.adapters import load_adapter
+from napari_medvit.models.config import config_of
 
 
 def read_json(path: Path) -> Any:
@@ -145,22 +147,23 @@ def class_names_for(labels: Sequence[str], base_names: Sequence[str]) -> list[st
 
 
 def base_class_names(model: torch.nn.Module) -> list[str]:
-    """The class names of a model's head: its checkpoint manifest's, else the registry's; none for a
-    freshly initialised head (``create_model(new_head=True)``: the data's classes define it)."""
-    info = getattr(model, "checkpoint_info", None)
-    if info is not None and info.new_head:
-        return []
-    manifest = (info.manifest or {}) if info is not None else {}
-    return list(manifest.get("class_names") or model.medvit_spec.class_names)
+    """The class names of a model's head from its resolved configuration (the checkpoint manifest's, else
+    the registry's); none for a freshly initialised head (``create_model(new_head=True)``: the data's
+    classes define it)."""
+    return list(config_of(model).class_names)
 
 
-def class_count_override(labels: Sequence[str], spec: Any, base_names: Sequence[str], arg: str) -> dict[str, Any]:
-    """``{arg: number of classes}`` unless the base names (default the registry's) already hold every
-    label; then nothing (the factory's default, or a checkpoint's own configuration, decides)."""
+def class_count_override(labels: Sequence[str], spec: Any, base_names: Sequence[str]) -> dict[str, Any]:
+    """``{n: number of classes}`` with ``n`` the family's class-count argument (its adapter's
+    ``class_count_arg``), unless the base names (default the registry's) already hold every label;
+    then nothing (the factory's default, or a checkpoint's own configuration, decides)."""
     base = list(base_names or spec.class_names)
     names = class_names_for(labels, base)
     if base and names == base:
         return {}
+    arg = load_adapter(spec.adapter).class_count_arg
+    if arg is None:
+        raise ValueError(f"{spec.name} has no class-count argument: its classes cannot follow the data's")
     return {arg: len(names)}
 
 
@@ -178,7 +181,8 @@ class Task:
         self.dataset = Path(dataset)
         self.device = device
         self.augment = augment
-        self.spec = model.medvit_spec
+        self.config = config_of(model)  # preprocessing, class names, the family's adapter
+        self.spec = self.config.spec
         self.train_ids: list[str] = []
         self.val_ids: list[str] = []
         self.class_names: list[str] | None = None  # set when the data defines the classes (manifest)

@@ -26,7 +26,7 @@ def test_rgb_frame_gives_mask_and_attention_on_the_image_grid(tiny) -> None:
     assert set(np.unique(pred.labels)) <= {0, 1}
     np.testing.assert_array_equal(pred.labels, (pred.probabilities > 0.5).astype(np.uint8))
     assert sorted(pred.attention) == [
-        "BiFusion spatial attention 1/16", "BiFusion spatial attention 1/4", "BiFusion spatial attention 1/8",
+        "BiFusion attention 1/16", "BiFusion attention 1/4", "BiFusion attention 1/8",
         "attention gate 1/4", "attention gate 1/8"]
     for m in pred.attention.values():
         assert m.shape == (90, 120) and m.min() >= 0 and m.max() <= 1
@@ -51,7 +51,7 @@ def test_grey_volume_runs_slice_by_slice_with_progress(tiny) -> None:
     predictor = Predictor(tiny, device="cpu", batch_size=2)
     pred = predictor.predict(vol, progress=events.append)
     assert pred.labels.shape == (5, 40, 50)
-    assert pred.attention["BiFusion spatial attention 1/4"].shape == (5, 40, 50)
+    assert pred.attention["BiFusion attention 1/4"].shape == (5, 40, 50)
     running = [e for e in events if e.message.startswith("running")]
     assert [e.done for e in running] == [0, 1, 2] and running[0].total == 3
     # slice 3 alone gives the same result as inside the volume (8-bit: scaling is per type, not per slice)
@@ -163,7 +163,11 @@ def test_detector_gives_boxes_in_pixels_and_gaussian_priors() -> None:
         cx, cy, w, h = model(x)["pred_boxes"][0].unbind(-1)
     np.testing.assert_allclose(pred.boxes[:, 0], ((cy - h / 2) * 96).numpy(), atol=1e-3)
     np.testing.assert_allclose(pred.boxes[:, 3], ((cx + w / 2) * 120).numpy(), atol=1e-3)
-    assert pred.extras["log_gaussians"].shape == (2, 4, 10, 4, 5)
+    assert [o.kind for o in pred.overlays] == ["boxes", "prior"]
+    assert pred.log_gaussians.shape == (2, 4, 10, 4, 5)  # (decoder layers, heads, queries, h/32, w/32)
+    boxes = pred.overlay("boxes")
+    np.testing.assert_array_equal(boxes.data, pred.boxes)
+    assert boxes.attrs["score_threshold"] == 0.3  # the registry's, which the dock's slider starts at
     with pytest.raises(ValueError, match="single 2D images"):
         Predictor(model, device="cpu").predict(np.zeros((3, 64, 64), np.float32))
 
@@ -176,7 +180,9 @@ def test_daft_uses_image_and_tabular_and_reruns_only_the_cheap_part() -> None:
     values = {"age": 70.0, "APOE4": 1.0, "ABETA": None}
     pred = predictor.predict(vol, tabular=values)
     assert pred.class_names == ("CN", "MCI", "Dementia") and pred.probabilities.shape == (3,)
-    assert pred.extras["alpha"].shape == (32,) and pred.extras["beta"].shape == (32,)
+    alpha, beta = pred.affine
+    assert alpha.shape == (32,) and beta.shape == (32,)
+    assert [o.kind for o in pred.overlays] == ["class_probabilities", "affine"]
     assert list(pred.extras["tabular_names"][-5:]) == ["ABETA_MISSING", "TAU_MISSING", "PTAU_MISSING", "FDG_MISSING",
                                                        "AV45_MISSING"]
     assert pred.extras["tabular"][9] == 1.0  # ABETA missing flag

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import threading
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
 from napari_medvit.inference import Cancelled, Predictor
-from napari_medvit.inference.predictor import _count_windows
+from napari_medvit.inference.segment3d import _count_windows
 from napari_medvit.models import create_model, get_spec
 from napari_medvit.transforms import scale_to_unit
 
@@ -42,16 +44,16 @@ def test_volume_segmentation_equals_monai_sliding_window(unetr_tiny) -> None:
 
 
 def test_tall_volumes_run_in_slabs_that_bound_the_output_buffer(unetr_tiny) -> None:
-    from napari_medvit.inference.predictor import _slabs
+    from napari_medvit.inference.segment3d import _slabs
 
     assert _slabs(100, 32, 1) == [(0, 48, 0, 32), (16, 80, 32, 64), (48, 100, 64, 96), (80, 100, 96, 100)]
     assert _slabs(100, 32, 4) == [(0, 100, 0, 100)]
     vol = np.random.default_rng(4).normal(0, 1, (100, 36, 36)).astype(np.float32)
     one = Predictor(unetr_tiny, device="cpu")
-    one.pre["slab_windows"] = 8  # the whole volume in one pass
+    one.pre = replace(one.pre, slab_windows=8)  # the whole volume in one pass
     whole = one.predict(vol)
     predictor = Predictor(unetr_tiny, device="cpu")
-    predictor.pre["slab_windows"] = 1
+    predictor.pre = replace(predictor.pre, slab_windows=1)
     slabbed = predictor.predict(vol)
     assert slabbed.provenance["slabs"] == 4 and whole.provenance["slabs"] == 1
     assert slabbed.provenance["output_buffer_mb"] < 0.7 * whole.provenance["output_buffer_mb"]  # 64 vs 100 slices

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from napari_medvit.training.augment import affine, augment_2d, flips, intensity
+from napari_medvit.transforms.augment import affine, augment_2d, flips, intensity
 
 
 def _blob_batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

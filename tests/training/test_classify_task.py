@@ -9,7 +9,8 @@ import torch
 from napari_medvit.io import ImageMeta
 from napari_medvit.models import create_model, get_spec
 from napari_medvit.synthetic import generate_endoscopy_frame
-from napari_medvit.training.classify import ClassifyTask, accuracy, augment_3d, balanced_accuracy, class_names_for
+from napari_medvit.training.classify import ClassifyTask, accuracy, balanced_accuracy, class_names_for
+from napari_medvit.transforms.augment import augment_3d
 from napari_medvit.training.export import export_class_label
 from napari_medvit.training.finetune import FinetuneConfig, finetune
 from napari_medvit.training.tasks import split

@@ -178,7 +178,7 @@ def test_task_classes_overrides_and_optimiser(coco: Path) -> None:
     assert lrs[id(model.class_embed.weight)] == pytest.approx(1e-4)
     assert all(g["weight_decay"] == 1e-4 for g in opt.param_groups)
     assert len(lrs) == sum(1 for _ in model.parameters())
-    with pytest.raises(ValueError, match="num_classes=2"):
+    with pytest.raises(ValueError, match="num_classes=1"):
         DetectTask(coco, create_model("smca_detr_tiny", num_classes=3), torch.device("cpu"), val_fraction=0.3,
                    seed=0, size=(64, 96), augment="none")
 

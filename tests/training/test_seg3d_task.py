@@ -128,7 +128,7 @@ def test_truenet_trains_each_plane_on_its_own_slices(dataset: Path) -> None:
     batch = task.batch([0, 1], torch.Generator().manual_seed(0))
     assert set(batch) == {"axial", "coronal", "sagittal"}
     for x, y in batch.values():
-        assert x.shape[:2] == (2 * task.slices_per_case, 1) and y.shape == (len(x), 1, *x.shape[2:])
+        assert x.shape[:2] == (2 * task.training.slices_per_case, 1) and y.shape == (len(x), 1, *x.shape[2:])
     assert batch["axial"][0].shape[2:] == (32, 64) and batch["sagittal"][0].shape[2:] == (32, 32)
     summary = task.summary()  # slices, not patches; no output-layer prior or class weights for the plane networks
     assert not {"patches_per_case", "output_bias", "class_weights"} & set(summary)
@@ -182,7 +182,7 @@ def test_an_untrained_output_layer_starts_at_the_class_prior(dataset: Path) -> N
     assert 0.0 < float(expected[1]) < 0.05  # a small lesion: the prior is strongly background
     bias = model.out.conv.conv.bias.detach().double()
     assert torch.allclose(torch.softmax(bias, 0), expected, atol=1e-6)  # softmax(bias) is the prior
-    assert task.summary()["output_bias"] == "log class frequencies" and task.class_weights is None
+    assert task.summary()["output_bias"] == "log class frequencies" and task.training.class_weights is None
     # the untrained model now predicts background everywhere, as the prior says
     x, _ = task.batch([0], torch.Generator().manual_seed(0))
     model.eval()
@@ -206,18 +206,18 @@ def test_the_vosht_approximation_trains_with_a_class_weighted_loss(dataset: Path
                              augment="none")
     plain = Segment3DTask(dataset, swin, torch.device("cpu"), val_fraction=0.25, seed=0, size=(32, 64, 64),
                           augment="none")
-    assert plain.class_weights is None and "class_weights" not in plain.summary()
+    assert plain.training.class_weights is None and "class_weights" not in plain.summary()
     f = weighted.frequencies
-    w = weighted.class_weights
+    w = weighted.training.class_weights
     assert torch.allclose(w, f.rsqrt() / f.rsqrt().mean()) and abs(float(w.mean()) - 1.0) < 1e-9
     assert float(w[1] / w[0]) == pytest.approx(float((f[0] / f[1]).sqrt()), rel=1e-9) and float(w[1] / w[0]) > 5
     assert weighted.summary()["class_weights"] == pytest.approx(w.tolist())
     # both take the official 4 patches per case: a batch of 2 cases holds 8
     x, y = plain.batch([0, 1], torch.Generator().manual_seed(0))
     assert x.shape == (8, 1, 32, 64, 64) and y.shape == (8, 1, 32, 64, 64)
-    assert plain.summary()["patches_per_case"] == weighted.patches_per_case == 4
+    assert plain.summary()["patches_per_case"] == weighted.training.patches_per_case == 4
     # the loss is MONAI's Dice-CE with those weights on both terms
     logits, y = torch.randn(2, 2, 8, 8, 8), (torch.rand(2, 1, 8, 8, 8) > 0.9).long()
     reference = DiceCELoss(to_onehot_y=True, softmax=True, weight=w.float())(logits, y)
-    assert torch.allclose(weighted.loss_fn(logits, y), reference)
-    assert not torch.allclose(plain.loss_fn(logits, y), reference)
+    assert torch.allclose(weighted.training.loss_fn(logits, y), reference)
+    assert not torch.allclose(plain.training.loss_fn(logits, y), reference)

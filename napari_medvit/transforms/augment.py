@@ -1,4 +1,4 @@
-"""Training-time augmentation of 2D batches, seeded by a ``torch.Generator`` (reproducible runs).
+"""Training-time augmentation of 2D and 3D batches, seeded by a ``torch.Generator`` (reproducible runs).
 
 ``"flips"``: horizontal and vertical flips. ``"standard"``: flips, then a random rotation
 (±20°) and scaling (0.85-1.15) applied to image and target with one affine grid (bilinear for
@@ -65,3 +65,27 @@ def augment_2d(x: torch.Tensor, targets: list[torch.Tensor], gen: torch.Generato
         x, targets = affine(x, targets, gen)
         x = intensity(x, gen)
     return x, targets
+
+
+def augment_3d(x: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
+    """Augment a (B, C, D, H, W) batch: random flips of each axis ("flips"), plus MONAI's random
+    intensity scaling and shift by up to 10% ("standard"); every draw comes from ``gen``."""
+    if kind == "none":
+        return x
+    for dim in (-1, -2, -3):
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+        if flip.any():
+            x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(dim), x)
+    if kind == "standard":
+        from monai.transforms import RandScaleIntensity, RandShiftIntensity
+        from monai.utils import convert_to_tensor
+
+        scale, shift = RandScaleIntensity(factors=0.1, prob=1.0), RandShiftIntensity(offsets=0.1, prob=1.0)
+        out = []
+        for sample in x:
+            seeds = torch.randint(0, 2**31 - 1, (2,), generator=gen).tolist()
+            scale.set_random_state(seed=seeds[0])
+            shift.set_random_state(seed=seeds[1])
+            out.append(convert_to_tensor(shift(scale(sample)), track_meta=False))
+        x = torch.stack(out)
+    return x
