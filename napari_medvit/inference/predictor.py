@@ -110,14 +110,23 @@ class Predictor:
                      tabular: Any = None) -> Generator[Progress, None, Prediction]:
         """``tabular``: for image + tabular models (DAFT), a mapping feature name -> value (None
         for missing) or a ready vector."""
-        return (yield from self.runner.run(image, meta, tabular))
+        prediction = yield from self.runner.run(image, meta, tabular)
+        return self._checked(prediction)
+
+    def _checked(self, prediction: Prediction) -> Prediction:
+        """The output contract: a run carries only the overlay kinds its family's adapter declares."""
+        extra = sorted({o.kind for o in prediction.overlays} - set(self.config.outputs))
+        if extra:
+            raise RuntimeError(f"{self.config.name}: the run produced overlay kind(s) {extra} that its adapter "
+                               f"{type(self.config.adapter).__name__} does not declare (outputs {self.config.outputs})")
+        return prediction
 
     def retabulate(self, tabular: Any) -> Prediction:
         """Image + tabular models: re-run only the tabular-dependent part on the last image."""
         again = getattr(self.runner, "retabulate", None)
         if again is None:
             raise RuntimeError(f"{self.config.name} takes no tabular data")
-        return again(tabular)
+        return self._checked(again(tabular))
 
     @property
     def tabular_features(self) -> tuple[dict[str, Any], ...]:

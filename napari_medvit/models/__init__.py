@@ -10,12 +10,13 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from napari_medvit.models._registry import ModelSpec, get_spec, list_models
+from napari_medvit.models._registry import ModelSpec, get_spec, list_models, register_model, unregister_model
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "head_prefixes", "list_models"]
+__all__ = ["ModelSpec", "create_model", "get_spec", "head_prefixes", "list_models", "register_model",
+           "unregister_model"]
 
 
 def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None, new_head: bool = False,
@@ -40,8 +41,8 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     from napari_medvit.models._compat import keep_triton_out_without_cuda
 
     keep_triton_out_without_cuda()
-    from napari_medvit.models.checkpoint import CheckpointError, CheckpointInfo, load_weights, read_checkpoint
     from napari_medvit.models.adapters import load_adapter
+    from napari_medvit.models.checkpoint import CheckpointError, CheckpointInfo, load_weights, read_checkpoint
     from napari_medvit.models.config import ConfigError, resolve
 
     spec = get_spec(name)
@@ -86,12 +87,10 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
             raise ValueError(f"{name} has no class head to replace (it is not a classifier or detector)")
         load_weights(model, state, filter_fn=getattr(module, "checkpoint_filter_fn", None),
                      source=os.path.basename(os.fspath(checkpoint)), keep_initialised=head)
-        trained = manifest.trained if manifest is not None else True
         recorded = manifest.to_dict() if manifest else None
-        if recorded is not None and head:
-            recorded = {**recorded, "class_names": []}
-        info = CheckpointInfo(trained=trained, source=os.fspath(checkpoint), file_sha256=digest,
-                              manifest=recorded, new_head=head)
+        info = CheckpointInfo(trained=manifest.trained if manifest is not None else True, source=os.fspath(checkpoint),
+                              file_sha256=digest, manifest={**recorded, "class_names": []} if recorded and head
+                              else recorded, new_head=head)
     else:
         info = CheckpointInfo(trained=False, source="random initialisation")
     model.medvit_spec = spec

@@ -46,7 +46,7 @@ class TrainingSettings:
         known = ("patches_per_case", "class_weights")
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
                 raise ConfigError(f"{where}: unknown training key {key!r}"
                                   + (f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"))
         n = values.get("patches_per_case", 1)

@@ -103,7 +103,7 @@ class Preprocessing:
         changes: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
                 raise ConfigError(f"{where}: unknown preprocessing key {key!r}{hint}")
             changes[key] = _CHECKS[key](value, f"{where}: preprocessing {key!r}")
