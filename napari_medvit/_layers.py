@@ -151,19 +151,21 @@ def top_k(prediction: Prediction, k: int = 5, index: tuple[int, ...] = ()) -> li
     return [(class_name(prediction, int(i)), float(p[i])) for i in order]
 
 
-def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.ndarray], dict[str, list[Any]]]:
+def box_rectangles(prediction: Prediction, threshold: float) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """Rectangles (4 corners, data coordinates) and features of the queries scoring >= threshold,
     best first."""
     scores = np.asarray(prediction.probabilities)
     keep = [int(i) for i in np.argsort(scores)[::-1] if scores[i] >= threshold]
     rects = []
     for i in keep:
+        if prediction.boxes is None:
+            raise ValueError("box_rectangles needs a detection's prediction: this one has no boxes")
         y0, x0, y1, x1 = (float(v) for v in prediction.boxes[i])
         rects.append(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=np.float32))
-    features = {
-        "query": keep,
-        "class": [class_name(prediction, int(prediction.labels[i])) for i in keep],
-        "score": [float(scores[i]) for i in keep],
+    features = {  # typed columns: with no box above the threshold, pandas would make them all float
+        "query": np.asarray(keep, dtype=int),
+        "class": np.asarray([class_name(prediction, int(prediction.labels[i])) for i in keep], dtype=object),
+        "score": np.asarray([float(scores[i]) for i in keep], dtype=float),
     }
     return rects, features
 
@@ -277,8 +279,8 @@ def detection_layers(prediction: Prediction, *, threshold: float, query: int, he
     prefix = _prefix(prediction)
     provenance = {**prediction.provenance, "source_layer": source_name, "class_names": list(prediction.class_names)}
     rects, features = box_rectangles(prediction, threshold)
-    original = {"boxes": rectangles_to_boxes(rects), "classes": list(features["class"]),
-                "scores": list(features["score"]), "queries": list(features["query"])}
+    original = {"boxes": rectangles_to_boxes(rects), "classes": [str(c) for c in features["class"]],
+                "scores": [float(v) for v in features["score"]], "queries": [int(q) for q in features["query"]]}
     shapes = (
         rects,
         {

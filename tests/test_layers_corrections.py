@@ -13,6 +13,7 @@ from napari_medvit._layers import (
     detection_layers,
     rectangles_to_boxes,
 )
+from napari_medvit.inference.prediction import PRIOR, Overlay
 from napari_medvit.inference.predictor import Prediction
 from napari_medvit.transforms import tabular_names, tabular_vector
 
@@ -51,9 +52,10 @@ def test_class_result_recovers_the_tabular_row_the_model_saw() -> None:
 
 def test_detection_layer_keeps_the_models_boxes_and_draws_new_boxes_as_the_first_class() -> None:
     boxes = np.array([[4.0, 6.0, 20.0, 30.0], [30.0, 10.0, 50.0, 40.0], [1.0, 1.0, 2.0, 2.0]])
+    prior = Overlay(PRIOR, "Gaussian prior", np.zeros((1, 2, 3, 2, 3)), attrs={"image_shape": np.array([60, 70])})
     pred = Prediction(task="detect", model_name="smca_detr_tiny", labels=np.array([1, 0, 0]),
                       probabilities=np.array([0.9, 0.6, 0.1]), class_names=("polyp", "other"), boxes=boxes,
-                      extras={"log_gaussians": np.zeros((1, 2, 3, 2, 3)), "image_shape": np.array([60, 70])})
+                      overlays=[prior], extras={"image_shape": np.array([60, 70])})
     (rects, kwargs, kind), _ = detection_layers(pred, threshold=0.5, query=0)
     assert kind == "shapes"
     original = kwargs["metadata"][ORIGINAL_KEY]

@@ -27,7 +27,7 @@ def test_transfuse_shows_its_attention_gates_hidden_beside_the_bifusion_maps() -
         ("TransFuse attention gate 1/8 [untrained]", "image", False),
         ("TransFuse attention gate 1/4 [untrained]", "image", False),
     ]
-    for data, kwargs, kind in layers[1:]:
+    for data, kwargs, _ in layers[1:]:
         assert data.shape == (64, 80) and kwargs["blending"] == "additive"
         assert kwargs["metadata"]["medvit_prediction"]["map"] == kwargs["name"][len("TransFuse "):-len(" [untrained]")]
         assert 0.0 <= data.min() and data.max() <= 1.0  # sigmoid maps
@@ -57,3 +57,22 @@ def test_layers_follow_the_kind_not_the_name() -> None:
                                                                       ("U-Net mask", "labels")]
     with pytest.raises(ValueError, match="unknown overlay kind 'heatmap'"):
         Overlay("heatmap", "x", probs)
+
+
+def test_a_detection_with_no_box_above_the_threshold_still_makes_a_shapes_layer() -> None:
+    from napari.layers import Layer
+
+    from napari_medvit._layers import detection_layers
+    from napari_medvit.inference.prediction import boxes_overlay
+
+    boxes = np.array([[2.0, 3.0, 20.0, 30.0], [5.0, 5.0, 9.0, 9.0]])
+    scores, labels = np.array([0.2, 0.1]), np.array([0, 0])
+    log_g = np.zeros((1, 2, 2, 2, 3))
+    prediction = Prediction(task="detect", model_name="smca_detr_tiny", labels=labels, probabilities=scores,
+                            boxes=boxes, class_names=("polyp", "other"), overlays=[
+                                boxes_overlay(boxes, scores, labels, 0.3),
+                                Overlay("prior", "Gaussian prior", log_g, attrs={"image_shape": (40, 60)})])
+    (rects, kwargs, kind), (prior, _, _) = detection_layers(prediction, threshold=0.3, query=0)
+    assert rects == [] and kind == "shapes" and prior.shape == (40, 60)
+    layer = Layer.create(rects, kwargs, kind)  # typed empty columns: a drawn box gets class "polyp"
+    assert len(layer.data) == 0 and layer.feature_defaults["class"][0] == "polyp"

@@ -14,18 +14,22 @@ Two gaps of napari's (superqt's) thread workers make a process abort at exit
 :class:`ClosingGeneratorWorker` closes its generator in the worker thread when the run ends for
 any reason; :class:`Runs` starts a dock's workers on its own thread pool, and when the dock is
 destroyed, the Qt application quits or Python exits, cancels them and waits (bounded) until their
-thread has left Python.
+thread has left Python. :func:`start_generator_run` is how a dock starts a run: its generator in a
+:class:`ClosingGeneratorWorker` on the dock's :class:`Runs`, RuntimeErrors re-raised as
+:class:`RunFailed` (:func:`guard_runtime_errors`), or synchronously in the main thread when
+``MEDVIT_SYNC=1`` (debugging: the same slots are called in the same order).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from napari.qt.threading import GeneratorWorker
+from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtCore import QCoreApplication, QObject, QThread, QThreadPool
 
 #: how long closing a dock (or napari) waits for its runs to stop: a window or training step is seconds
@@ -117,3 +121,66 @@ class Runs:
         if not done:
             print(f"napari-medvit: a background run did not stop within {timeout:.0f} s", file=sys.stderr)
         return done
+
+
+class RunFailed(Exception):
+    """An error of a run, re-raised under a type that napari's worker reports.
+
+    superqt's generator worker takes any RuntimeError from the generator for "the worker was
+    deleted" and ends silently, without ``errored`` or ``finished``: torch reports most of its
+    errors as RuntimeError, so they must not reach it as such.
+    """
+
+
+def guard_runtime_errors(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Delegate to ``gen``; a RuntimeError it raises comes out as :class:`RunFailed`."""
+    try:
+        return (yield from gen)
+    except RuntimeError as exc:
+        raise RunFailed(str(exc)) from exc
+
+
+def synchronous() -> bool:
+    """``MEDVIT_SYNC`` is set (to anything but empty): runs happen in the main thread."""
+    return bool(os.environ.get("MEDVIT_SYNC"))
+
+
+def start_generator_run(runs: Runs, gen: Generator[Any, None, Any] | Callable[[], Generator[Any, None, Any]],
+                        connect: dict[str, Callable[..., Any]]) -> Any:
+    """Start ``gen`` (a generator, or a function of no arguments making one, called where the run runs)
+    as a dock's run: in a :class:`ClosingGeneratorWorker` on ``runs`` with the slots of ``connect``
+    (signal name -> callable, as napari's ``_connect``; an "errored" slot replaces superqt's default,
+    which re-raises in the main thread), and return the worker. With ``MEDVIT_SYNC=1`` the generator
+    runs here and now, calling the same slots ("yielded" per event, then "returned" or "errored",
+    then "finished"), and None is returned."""
+    unknown = sorted(set(connect) - set(_SIGNALS))
+    if unknown:
+        raise ValueError(f"unknown worker signal(s) {unknown}; the signals are {list(_SIGNALS)}")
+
+    def body() -> Generator[Any, None, Any]:
+        return (yield from guard_runtime_errors(gen() if callable(gen) else gen))
+
+    if synchronous():
+        _run_synchronously(body(), connect)
+        return None
+    worker = create_worker(body, _start_thread=False, _worker_class=ClosingGeneratorWorker, _connect=dict(connect))
+    return runs.start(worker)
+
+
+def _run_synchronously(gen: Generator[Any, None, Any], connect: dict[str, Callable[..., Any]]) -> None:
+    def call(name: str, *args: Any) -> None:
+        if name in connect:
+            connect[name](*args)
+
+    call("started")
+    try:
+        while True:
+            call("yielded", next(gen))
+    except StopIteration as stop:
+        call("returned", stop.value)
+    except Exception as exc:  # shown by the dock's "errored" slot, never crashes napari
+        if "errored" not in connect:
+            raise
+        call("errored", exc)
+    finally:
+        call("finished")

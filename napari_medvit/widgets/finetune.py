@@ -3,7 +3,8 @@
 Every registered model can be fine-tuned; the task kind (2D/3D segmentation, classification with
 or without DAFT's tabular rows, detection) and its validation metric (Dice, balanced accuracy,
 AP50) follow from the model. The data is an export folder, or the corrections accepted in this
-session, which are exported into ``<run folder>/session_data`` first.
+session, which are exported into ``<run folder>/session_data`` first (by the corrections core). A
+promoted version is announced on the viewer's session (``promoted``): the inference docks use it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import Any
 
 import pyqtgraph as pg
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
+from napari_medvit._session import session_for
+from napari_medvit.corrections import accepted_records, export_accepted
 from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 from napari_medvit.models import get_spec, list_models
-from napari_medvit.widgets._workers import ClosingGeneratorWorker, Runs
-from napari_medvit.widgets.inference import InferenceWidget, guard_runtime_errors
+from napari_medvit.widgets._workers import Runs, start_generator_run
 
 FROM_FOLDER = "an export folder"
 FROM_SESSION = "accepted corrections of this session"
@@ -140,6 +141,7 @@ class FinetuneWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.worker: Any = None
         self.result: Any = None
+        self._run_model = ""  # the model of the run going on (the menu may change meanwhile)
         self._steps = 0
         self._runs = Runs(self.native)  # cancelled and waited for when the dock or napari closes
 
@@ -156,13 +158,15 @@ class FinetuneWidget(Container):
 
     def _session_dataset(self, run_folder: str) -> str | None:
         """Export the accepted corrections of this session into a new folder of the run folder."""
-        from napari_medvit.widgets.corrections import export_accepted
-
         folder = Path(run_folder) / "session_data" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
-        cases = export_accepted(self.viewer, folder)
+        problems: list[str] = []
+        cases = export_accepted(accepted_records(self.viewer.layers), folder, errors=problems)
+        if problems:
+            show_warning("MedViT: not exported — " + "; ".join(problems))
         if not cases:
             self.status.value = "no accepted corrections in this session: accept some in the corrections dock first"
             return None
+        session_for(self.viewer).exported.emit(cases)
         return str(folder)
 
     def start(self) -> Any:
@@ -190,12 +194,12 @@ class FinetuneWidget(Container):
         self.result = None
         self.status.value = "loading the cases and scoring the base model…"
         self.start_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = create_worker(lambda: (yield from guard_runtime_errors(finetune(cfg))), _start_thread=False,
-                                    _worker_class=ClosingGeneratorWorker, _connect={
+        self._run_model = cfg.model
+        self.worker = start_generator_run(self._runs, lambda: finetune(cfg), {  # None when MEDVIT_SYNC=1 ran it already
             "yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
             "aborted": lambda: setattr(self.status, "value", "cancelled; the epoch checkpoints so far are kept"),
             "finished": self._on_finished})
-        return self._runs.start(self.worker)
+        return self.worker
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -222,14 +226,8 @@ class FinetuneWidget(Container):
     def _on_done(self, result: Any) -> None:
         self.result = result
         self.status.value = result.message
-        if result.promoted:
-            for widget in self._inference_widgets():
-                widget.model.value = self.model.value
-                widget.use_checkpoint(result.version)
-
-    def _inference_widgets(self) -> list[InferenceWidget]:
-        docks = getattr(self.viewer.window, "dock_widgets", {})
-        return [w for w in docks.values() if isinstance(w, InferenceWidget)]
+        if result.promoted:  # the inference docks switch to the new version
+            session_for(self.viewer).promoted.emit(self._run_model or self.model.value, result.version)
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.value = f"failed: {exc}"

@@ -8,7 +8,6 @@ the main thread. Set ``MEDVIT_SYNC=1`` to run the same generator synchronously (
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,11 @@ from napari_medvit._layers import (
     rectangles_to_boxes,
     top_k,
 )
+from napari_medvit._session import RunInputs, connect_until_destroyed, session_for
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
-from napari_medvit.widgets._workers import ClosingGeneratorWorker, Runs
+from napari_medvit.widgets._workers import RunFailed, Runs, guard_runtime_errors, start_generator_run
 from napari_medvit.widgets.charts import AffinePlot, ProbabilityChart
 from napari_medvit.widgets.tabular import TabularPanel
 
@@ -64,21 +64,7 @@ def _prewarm() -> None:
     import timm  # noqa: F401  (imports torch and torchvision too)
 
 
-class RunFailed(Exception):
-    """An error of a run, re-raised under a type that napari's worker reports.
-
-    superqt's generator worker takes any RuntimeError from the generator for "the worker was
-    deleted" and ends silently, without ``errored`` or ``finished``: torch reports most of its
-    errors as RuntimeError, so they must not reach it as such.
-    """
-
-
-def guard_runtime_errors(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
-    """Delegate to ``gen``; a RuntimeError it raises comes out as :class:`RunFailed`."""
-    try:
-        return (yield from gen)
-    except RuntimeError as exc:
-        raise RunFailed(str(exc)) from exc
+__all__ = ["InferenceWidget", "RunFailed", "guard_runtime_errors"]  # the last two live in _workers
 
 
 def _compute(predictor: Any, key: tuple[str, str, str, str], data: np.ndarray, meta: ImageMeta,
@@ -165,12 +151,15 @@ class InferenceWidget(Container):
         self.weights.changed.connect(self._update_tabular_panel)
         self.image.changed.connect(self._fill_tabular_from_layer)
         self.model.changed.connect(self._prefer_bundled)
+        for event in (self.model.changed, self.weights.changed, self.checkpoint.changed):
+            event.connect(self._apply_score_threshold)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
                       napari_viewer.layers.events.reordered):
             event.connect(self._refresh_images)
         napari_viewer.layers.selection.events.active.connect(self._follow_selection)
         self._prefer_bundled()
         self._update_weights_info()
+        self._apply_score_threshold()
         self._update_tabular_panel()
         self._update_channel_inputs()
         self._refresh_images()
@@ -179,6 +168,8 @@ class InferenceWidget(Container):
         self._runs = Runs(self.native)
         self.prewarm_worker = self._runs.start(
             create_worker(_prewarm, _start_thread=False, _connect={"errored": lambda exc: None}))
+        # a fine-tuned version promoted in this viewer becomes this dock's model and checkpoint
+        connect_until_destroyed(session_for(napari_viewer).promoted, self._on_promoted, self.native)
         if autorun:
             from qtpy.QtCore import QTimer
 
@@ -284,35 +275,14 @@ class InferenceWidget(Container):
         self._set_running(True)
         self._pbar = napari_progress(total=0, desc=f"MedViT {get_spec(key[0]).display_name}")
         gen = _compute(predictor, key, data, meta, self.tabular.values() if self.tabular is not None else None)
-        if os.environ.get("MEDVIT_SYNC"):
-            return self._run_sync(gen, key)
-        # Passing "errored" here replaces superqt's default, which re-raises in the main thread.
-        worker = create_worker(
-            lambda: (yield from gen),
-            _start_thread=False,
-            _worker_class=ClosingGeneratorWorker,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": lambda result: self._on_returned(result, key),
-                "errored": self._on_error,
-                "aborted": self._on_aborted,
-                "finished": self._on_finished,
-            },
-        )
-        self.worker = worker
-        self._runs.start(worker)
-        return worker
-
-    def _run_sync(self, gen: Generator[Any, None, Any], key: tuple[str, str, str, str]) -> None:
-        try:
-            while True:
-                self._on_progress(next(gen))
-        except StopIteration as stop:
-            self._on_returned(stop.value, key)
-        except Exception as exc:  # shown to the user, never crashes napari
-            self._on_error(exc)
-        finally:
-            self._on_finished()
+        self.worker = start_generator_run(self._runs, gen, {  # None when MEDVIT_SYNC=1 ran it already
+            "yielded": self._on_progress,
+            "returned": lambda result: self._on_returned(result, key),
+            "errored": self._on_error,
+            "aborted": self._on_aborted,
+            "finished": self._on_finished,
+        })
+        return self.worker
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -365,6 +335,21 @@ class InferenceWidget(Container):
         if not prediction.provenance.get("trained", False):
             show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — its "
                          "outputs show no learned content. Load a checkpoint to get real results.")
+        self._publish(prediction)
+
+    def _publish(self, prediction: Any) -> None:
+        """Tell the viewer's session (the corrections dock) about a prediction and what the run was given."""
+        features = tuple(getattr(self.predictor, "tabular_features", ()) or ())
+        inputs = RunInputs(features, self.tabular.values() if self.tabular is not None else None)
+        session_for(self.viewer).add_prediction(prediction, self._source, inputs, origin=self)
+
+    def _on_promoted(self, model_name: str, version: Any) -> None:
+        """A fine-tuned version was promoted: use it (switching to its model)."""
+        if model_name not in self.model.choices:
+            self.status.value = f"promoted {model_name} is not a model of this dock"
+            return
+        self.model.value = model_name
+        self.use_checkpoint(version)
 
     # -- multi-channel inputs (FLAIR + T1) -------------------------------------------------------
     def _update_channel_inputs(self, *_: Any) -> None:
@@ -396,11 +381,11 @@ class InferenceWidget(Container):
 
     # -- tabular inputs (DAFT) -------------------------------------------------------------------
     def _update_tabular_panel(self, *_: Any, features: Any = None) -> None:
-        """Show a panel of tabular fields when the chosen model takes tabular data: the checkpoint
-        manifest's feature list when it has one (read from a .safetensors header, or from the
-        built model after a run), else the registry's. Values already entered are kept by name."""
+        """Show a panel of tabular fields when the chosen model takes tabular data: those of its resolved
+        configuration (the checkpoint manifest's feature list when it has one, read from a .safetensors
+        header, or from the built model after a run; else the registry's). Values already entered are kept."""
         if features is None:
-            features = self._manifest_features() or get_spec(self.model.value).preprocessing.get("tabular")
+            features = list(self._weights_config().tabular_features)
         current = getattr(self, "tabular", None)  # change events can come while __init__ runs
         kept = current.values() if current is not None else {}
         if current is not None:
@@ -420,23 +405,28 @@ class InferenceWidget(Container):
         if getattr(self, "tabular", None) is not None and isinstance(row, dict):
             self.tabular.set_values({k: v for k, v in row.items() if k in self.tabular.fields})
 
-    def _manifest_features(self) -> list[dict[str, Any]] | None:
-        path = self._checkpoint_path() if hasattr(self, "weights") else ""
-        if not path.endswith(".safetensors"):
-            return None
-        from napari_medvit.models.manifest import CheckpointError, read_manifest
+    def _weights_config(self) -> Any:
+        """The chosen model's resolved configuration with the chosen checkpoint (its manifest read from the
+        file's header, without torch); the registry's alone when the file cannot be read (reported on Run)."""
+        from napari_medvit.models.config import ConfigError, resolve, resolve_checkpoint
+        from napari_medvit.models.manifest import CheckpointError
 
+        path = self._checkpoint_path() if hasattr(self, "weights") else ""
         try:
-            manifest = read_manifest(path)
-        except CheckpointError:
-            return None  # reported when the model is built
-        return (manifest.preprocessing.get("tabular") or None) if manifest is not None else None
+            return resolve_checkpoint(self.model.value, path or None)
+        except (CheckpointError, ConfigError, OSError):
+            return resolve(self.model.value)
+
+    def _apply_score_threshold(self, *_: Any) -> None:
+        """A detector's boxes are shown from its own score threshold (its preprocessing's ``score_threshold``)."""
+        if get_spec(self.model.value).task == "detect":
+            self.threshold.value = self._weights_config().preprocessing.score_threshold
 
     def _retabulate(self, *_: Any) -> None:
         """A tabular value changed: re-run only DAFT's cheap part on the last image ("what if age were 80?")."""
         prediction, predictor = self.last_prediction, self.predictor
         if (self.tabular is None or prediction is None or predictor is None or self.running
-                or "alpha" not in prediction.extras or prediction.model_name != self.model.value):
+                or prediction.affine is None or prediction.model_name != self.model.value):
             return
         try:
             new = predictor.retabulate(self.tabular.values())
@@ -446,11 +436,12 @@ class InferenceWidget(Container):
         new.provenance = {**prediction.provenance, "seconds": new.provenance["seconds"]}
         self.last_prediction = new
         self._update_chart(new)
+        self._publish(new)
         self.status.value = f"updated from the tabular values in {1000 * new.provenance['seconds']:.0f} ms"
 
     def _update_chart(self, prediction: Any) -> None:
-        if "alpha" in prediction.extras:
-            self.affine_plot.set_affine(prediction.extras["alpha"], prediction.extras["beta"])
+        if prediction.affine is not None:
+            self.affine_plot.set_affine(*prediction.affine)
         else:
             self.affine_plot.clear_plot()
         if prediction.task != "classify":
@@ -463,8 +454,8 @@ class InferenceWidget(Container):
 
     def _update_head_choices(self, prediction: Any) -> None:
         n_heads = {v.shape[-3] for v in prediction.attention_heads.values()}
-        if "log_gaussians" in prediction.extras:
-            n_heads = {prediction.extras["log_gaussians"].shape[1]}
+        if prediction.log_gaussians is not None:
+            n_heads = {prediction.log_gaussians.shape[1]}
         if not n_heads:
             self.head.visible = False
             return

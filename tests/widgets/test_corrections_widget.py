@@ -232,22 +232,26 @@ def test_daft_correction_keeps_the_tabular_row_of_the_run(make_napari_viewer, qt
 
 
 def _segment_prediction(shape: tuple[int, int]):
+    from napari_medvit.inference.prediction import MASK, Overlay
     from napari_medvit.inference.predictor import Prediction
 
     labels = np.zeros(shape, np.uint8)
     labels[5:20, 5:25] = 1
     return Prediction(task="segment", model_name="transfuse_tiny", labels=labels,
                       probabilities=labels.astype(np.float32), class_names=("background", "lesion"),
+                      overlays=[Overlay(MASK, "mask", labels, attrs={"class_names": ["background", "lesion"]})],
                       provenance={"model": "transfuse_tiny", "trained": False})
 
 
 def _detect_prediction(shape: tuple[int, int]):
+    from napari_medvit.inference.prediction import PRIOR, Overlay
     from napari_medvit.inference.predictor import Prediction
 
     boxes = np.array([[4.0, 6.0, 20.0, 30.0], [30.0, 10.0, 50.0, 40.0]])
+    prior = Overlay(PRIOR, "Gaussian prior", np.zeros((1, 2, 2, 2, 3)), attrs={"image_shape": np.array(shape)})
     return Prediction(task="detect", model_name="smca_detr_tiny", labels=np.array([0, 1]),
                       probabilities=np.array([0.9, 0.6]), class_names=("polyp", "other"), boxes=boxes,
-                      extras={"log_gaussians": np.zeros((1, 2, 2, 2, 3)), "image_shape": np.array(shape)},
+                      overlays=[prior], extras={"image_shape": np.array(shape)},
                       provenance={"model": "smca_detr_tiny", "trained": False})
 
 
@@ -269,7 +273,7 @@ def test_export_accepted_exports_only_the_accepted_corrections(make_napari_viewe
     import csv
 
     from napari_medvit._layers import detection_layers, layer_transform, prediction_layers
-    from napari_medvit.widgets.corrections import correction_items, export_accepted, record_class_result
+    from napari_medvit.corrections import accepted_records, correction_items, export_accepted, record_class_result
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(6)
@@ -280,18 +284,18 @@ def test_export_accepted_exports_only_the_accepted_corrections(make_napari_viewe
     mask_b.name = "second mask"
     boxes, _ = _add(viewer, detection_layers(_detect_prediction((60, 70)), threshold=0.5, query=0, **kw[2]))
     record_class_result(frames[2], _classify_prediction())
-    items = correction_items(viewer)
+    items = correction_items(viewer.layers)
     assert sorted(label.rsplit(" — ", 1)[1] for label, _ in items) == ["boxes", "class", "mask", "mask"]
     ((label, class_item),) = [(label, item) for label, item in items if label.endswith("— class")]
     assert label == "DeiT-S class of case 2 — class"
     widget = CorrectionsWidget(viewer)
 
-    assert export_accepted(viewer, tmp_path / "none") == []
+    assert export_accepted(accepted_records(viewer.layers), tmp_path / "none") == []
     for item in (mask_a, class_item):
         widget.layer.value = item
         widget.accept()
     errors: list[str] = []
-    cases = export_accepted(viewer, tmp_path / "session", errors=errors)
+    cases = export_accepted(accepted_records(viewer.layers), tmp_path / "session", errors=errors)
     assert sorted(cases) == ["case-0", "case-2"] and errors == []
     out = tmp_path / "session"
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["case-0.png"]
@@ -301,7 +305,7 @@ def test_export_accepted_exports_only_the_accepted_corrections(make_napari_viewe
 
     viewer.layers.remove(frames[0])  # an accepted mask whose image was closed is named, not exported
     errors = []
-    assert export_accepted(viewer, tmp_path / "again", errors=errors) == ["case-2"]
+    assert export_accepted(accepted_records(viewer.layers), tmp_path / "again", errors=errors) == ["case-2"]
     assert len(errors) == 1 and "case 0" in errors[0] and "no longer open" in errors[0]
     assert boxes.metadata[ORIGINAL_KEY]["classes"] == ["polyp", "other"]
 
@@ -341,7 +345,7 @@ def test_boxes_and_class_choices_are_autosaved_and_restored(make_napari_viewer, 
     reopened = viewer.add_image(data, **kwargs)
     restored = [layer for layer in viewer.layers if isinstance(layer, Shapes)]
     assert len(restored) == 1 and "autosaved" in restored[0].name
-    for a, b in zip(restored[0].data, edited):
+    for a, b in zip(restored[0].data, edited, strict=True):
         np.testing.assert_allclose(a, b)
     np.testing.assert_allclose(restored[0].metadata[ORIGINAL_KEY]["boxes"], [[4, 6, 20, 30], [30, 10, 50, 40]])
     record = reopened.metadata[CLASS_RESULTS_KEY]["deit_small"]
@@ -357,12 +361,18 @@ def test_per_slice_classes_of_a_volume_are_corrected_slice_by_slice(make_napari_
 
     import skimage.io
 
+    from napari_medvit.corrections import (
+        ClassResult,
+        accepted_records,
+        correction_items,
+        export_accepted,
+        record_class_result,
+    )
     from napari_medvit.inference.predictor import Prediction
     from napari_medvit.io.meta import META_KEY, ImageMeta
     from napari_medvit.models import get_spec
     from napari_medvit.training.classify import ClassifyTask
     from napari_medvit.transforms import scale_to_unit
-    from napari_medvit.widgets.corrections import ClassResult, correction_items, export_accepted, record_class_result
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     viewer = make_napari_viewer()
@@ -376,13 +386,13 @@ def test_per_slice_classes_of_a_volume_are_corrected_slice_by_slice(make_napari_
                       class_names=("absent", "present"), provenance={"model": "crossvit_tiny_test"})
     result = record_class_result(image, pred)
     assert result.per_slice and result.metadata["chosen"] == [0, 0, 0, 0, 1, 0]
-    ((label, _),) = correction_items(viewer)
+    ((label, _),) = correction_items(viewer.layers)
     assert label == "CrossViT class (per slice) of MR — class"
 
     widget = CorrectionsWidget(viewer)
     widget.layer.value = result
     viewer.dims.set_current_step(0, 2)
-    assert result.slice_index(viewer) == 2 and widget.class_choice.value == 0
+    assert result.slice_index(viewer.dims.point) == 2 and widget.class_choice.value == 0
     assert widget.class_choice.label == "correct class of this slice"
     widget.class_choice.value = 1  # slice 2 shows the finding the model missed
     assert result.metadata["chosen"] == [0, 0, 1, 0, 1, 0]
@@ -396,7 +406,7 @@ def test_per_slice_classes_of_a_volume_are_corrected_slice_by_slice(make_napari_
     assert widget.autosave.value.startswith("saved")
 
     out = tmp_path / "export"
-    assert export_accepted(viewer, out) == ["MR"]
+    assert export_accepted(accepted_records(viewer.layers), out) == ["MR"]
     rows = list(csv.DictReader((out / "labels.csv").open()))
     assert [r["case_id"] for r in rows] == [f"MR_s{i:03d}" for i in range(6)]
     assert [r["label"] for r in rows] == ["absent", "absent", "present", "absent", "absent", "absent"]
@@ -412,3 +422,33 @@ def test_per_slice_classes_of_a_volume_are_corrected_slice_by_slice(make_napari_
     reopened = viewer.add_image(volume, name="MR again", metadata={META_KEY: meta.to_dict()})
     restored = ClassResult(reopened, "crossvit_tiny_test")
     assert restored.per_slice and restored.metadata["chosen"] == [0, 0, 1, 0, 0, 0]
+
+
+def test_a_closed_dock_gets_no_more_session_events(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """The docks hear of each other through the viewer's session; once a dock's widget is destroyed
+    (napari closing it with its window), the session drops it: later events reach no deleted widget."""
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    from napari_medvit._session import RunInputs, session_for
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((30, 40, 3), np.uint8), rgb=True, name="frame 1")
+    session = session_for(viewer)
+    added, promoted = len(session.prediction_added), len(session.promoted)
+    widget, runner = CorrectionsWidget(viewer), InferenceWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="corrections under test")
+    assert (len(session.prediction_added), len(session.promoted)) == (added + 1, promoted + 1)
+    session.add_prediction(_classify_prediction(), image, RunInputs())
+    assert widget.kind == "class" and widget.layer.value.name == "DeiT-S class of frame 1"
+    version = tmp_path / "v1.safetensors"
+    session.promoted.emit("transfuse_tiny", str(version))  # the fine-tune dock promoted a version
+    assert runner.model.value == "transfuse_tiny" and runner._checkpoint_path() == str(version)
+
+    viewer.window.remove_dock_widget(dock)  # the user closes the dock ...
+    for native in (widget.native, runner.native):  # ... and Qt deletes the widgets, the Python objects live on
+        native.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qtbot.waitUntil(lambda: (len(session.prediction_added), len(session.promoted)) == (added, promoted),
+                    timeout=5_000)
+    session.add_prediction(_classify_prediction(), image, RunInputs())  # no callback into a deleted widget
+    session.promoted.emit("transfuse_tiny", str(tmp_path / "v2.safetensors"))

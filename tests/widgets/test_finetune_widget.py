@@ -12,7 +12,8 @@ from napari_medvit.widgets import FinetuneWidget
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
+def test_finetune_in_the_viewer_with_curves_and_promotion(make_napari_viewer, qtbot, tmp_path: Path,
+                                                          monkeypatch) -> None:
     from napari_medvit.training.seg2d import Segment2DTask
 
     for seed in range(4):
@@ -51,7 +52,7 @@ def test_accepted_corrections_of_the_session_are_the_data(make_napari_viewer, qt
                                                          monkeypatch) -> None:
     import napari_medvit.training.finetune as ft
     from napari_medvit._layers import ORIGINAL_KEY, PREDICTION_KEY
-    from napari_medvit.widgets.corrections import REVIEW_KEY
+    from napari_medvit.corrections import REVIEW_KEY
     from napari_medvit.widgets.finetune import FROM_SESSION
 
     viewer = make_napari_viewer()
@@ -109,3 +110,31 @@ def test_detection_fine_tunes_in_the_dock_with_ap50_curves(make_napari_viewer, q
     legend = [label.text for _, label in widget.curves.legend.items]
     assert legend == ["train loss", "validation AP50", "base model's AP50"]
     assert inference.model.value == "smca_detr_tiny" and inference._checkpoint_path() == widget.result.version
+
+
+def test_a_synchronous_run_promotes_through_the_session(make_napari_viewer, tmp_path: Path, monkeypatch) -> None:
+    """MEDVIT_SYNC=1 runs the loop in the main thread with the same slots; a promotion is announced on
+    the viewer's session and the inference dock, which subscribed to it, takes the new version."""
+    import napari_medvit.training.finetune as ft
+    from napari_medvit._session import session_for
+    from napari_medvit.widgets import InferenceWidget
+
+    def fake_finetune(cfg):
+        yield ft.Event("baseline", 0, val_metric=0.2, metric="Dice")
+        yield ft.Event("epoch", 1, train_loss=0.5, val_metric=0.4, metric="Dice")
+        return ft.FinetuneResult(True, "Dice", 0.2, 0.4, 1, str(tmp_path / "run" / "v1.safetensors"), "promoted v1", [])
+
+    monkeypatch.setattr(ft, "finetune", fake_finetune)
+    monkeypatch.setenv("MEDVIT_SYNC", "1")
+    viewer = make_napari_viewer()
+    inference = InferenceWidget(viewer)  # not docked: it hears of the promotion through the session alone
+    heard: list[tuple[str, str]] = []
+    session_for(viewer).promoted.connect(lambda model, version: heard.append((model, version)))
+    widget = FinetuneWidget(viewer)
+    widget.dataset.value, widget.out.value = tmp_path / "ds", tmp_path / "run"
+    widget.model.value = "transfuse_tiny"
+    assert widget.start() is None and not widget.running  # done already
+    assert widget.result.promoted and widget.status.value == "promoted v1"
+    assert [(e, d) for e, d, _ in widget.curves.epochs] == [(1, 0.4)]
+    assert heard == [("transfuse_tiny", widget.result.version)]
+    assert inference.model.value == "transfuse_tiny" and inference._checkpoint_path() == widget.result.version

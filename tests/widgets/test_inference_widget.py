@@ -50,6 +50,8 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
         "TransFuse BiFusion attention 1/16 [untrained]",
         "TransFuse BiFusion attention 1/4 [untrained]",
         "TransFuse BiFusion attention 1/8 [untrained]",
+        "TransFuse attention gate 1/4 [untrained]",  # the decoder's attention gates, hidden by default
+        "TransFuse attention gate 1/8 [untrained]",
     ]
     assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [untrained]"]
     for layer in [mask, *attention]:
@@ -193,7 +195,7 @@ def test_plugins_menu_run_transfuse_starts_by_itself(make_napari_viewer, qtbot) 
     viewer.add_image(np.random.default_rng(4).integers(0, 255, (96, 128, 3), dtype=np.uint8), rgb=True, name="frame")
     _, widget = viewer.window.add_plugin_dock_widget("napari-medvit", "Run TransFuse")
     assert widget.model.value == "transfuse_s"
-    qtbot.waitUntil(lambda: len(outputs(viewer)) == 4, timeout=120_000)
+    qtbot.waitUntil(lambda: len(outputs(viewer)) == 6, timeout=120_000)  # mask, 3 BiFusion and 2 gate maps
     wait_done(qtbot, widget)
     assert first_mask(viewer).data.shape == (96, 128)
 
@@ -256,6 +258,7 @@ def test_smca_detr_boxes_threshold_and_gaussian_of_the_clicked_query(make_napari
     frame = np.random.default_rng(9).integers(0, 255, (96, 120, 3), dtype=np.uint8)
     image = viewer.add_image(frame, rgb=True, scale=(0.5, 0.5), translate=(2.0, 1.0), name="frame")
     widget = InferenceWidget(viewer, model="smca_detr_tiny")
+    assert widget.threshold.value == 0.3  # the model's own score_threshold (its preprocessing)
     widget.threshold.value = 0.0  # untrained scores are low: show every query
     widget.run(layer=image)
     wait_done(qtbot, widget)
