@@ -325,6 +325,8 @@ class InferenceWidget(Container):
                 masks.append(layer)
         for mask in masks:  # the mask is drawn over the (additive) attention heatmaps, not under them
             self.viewer.layers.move(self.viewer.layers.index(mask), len(self.viewer.layers))
+        if masks:  # the layer to correct is the selected one (brush and eraser act on it), not a heat map
+            self.viewer.layers.selection.active = masks[-1]
         features = getattr(predictor, "tabular_features", ())
         if self.tabular is not None and [f["name"] for f in features] != [f["name"] for f in self.tabular.features]:
             self._update_tabular_panel(features=list(features))  # the checkpoint's own list (e.g. from a .pt)

@@ -43,6 +43,7 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
 
     mask = viewer.layers["TransFuse mask [untrained]"]
     assert isinstance(mask, Labels)
+    assert viewer.layers.selection.active is mask  # ready for the brush
     assert mask.data.shape == image.data.shape[:2]
     assert set(np.unique(mask.data)) <= {0, 1}
     attention = [layer for layer in outputs(viewer) if isinstance(layer, Image)]
