@@ -29,7 +29,8 @@ def main() -> None:
     frame = generate_endoscopy_frame(0, shape=(288, 384)).image
     volume = read_image(_mni())[0] if _mni() else None
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
-    print(f"{'model':14s} {'precision':9s} {'build s':>8s} {'frame ms':>9s} {'sd':>6s} {'vol slices/s':>13s} {'max RSS MiB':>12s}")
+    print(f"{'model':14s} {'precision':9s} {'build s':>8s} {'frame ms':>9s} {'sd':>6s} {'vol slices/s':>13s} "
+          f"{'max RSS MiB':>12s}")
     for name in args.models:
         t0 = time.perf_counter()
         model = create_model(name)

@@ -39,14 +39,16 @@ def main() -> None:
     parser.add_argument("--slab-windows", type=int, nargs="+", default=[8, 2])
     args = parser.parse_args()
     print(f"{args.model} on the MNI152 T1 (1 mm), CPU")
-    print(f"{'slab windows':>12s} {'slabs':>6s} {'windows':>8s} {'seconds':>8s} {'buffer MB':>10s} {'peak RSS MB':>12s}")
+    print(f"{'slab windows':>12s} {'slabs':>6s} {'windows':>8s} {'seconds':>8s} {'buffer MB':>10s} "
+          f"{'peak RSS MB':>12s}")
     for k in args.slab_windows:
         out = subprocess.run([sys.executable, "-c", CHILD, args.model, str(k)], capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-2000:])
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{k:12d} {r['slabs']:6d} {r['windows']:8d} {r['seconds']:8.1f} {r['buffer_mb']:10.0f} {r['peak_rss_mb']:12d}")
+        print(f"{k:12d} {r['slabs']:6d} {r['windows']:8d} {r['seconds']:8.1f} {r['buffer_mb']:10.0f} "
+              f"{r['peak_rss_mb']:12d}")
 
 
 if __name__ == "__main__":

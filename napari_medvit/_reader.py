@@ -89,7 +89,8 @@ def transform_kwargs(meta: ImageMeta, layer_ndim: int) -> dict[str, Any]:
     matrix = np.eye(layer_ndim + 1)
     matrix[n_extra:, n_extra:] = meta.affine
     linear = matrix[:-1, :-1]
-    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(linear)) < 1e-12 * max(1.0, np.abs(linear).max()) ** layer_ndim:
+    finite = bool(np.all(np.isfinite(matrix)))
+    if not finite or abs(np.linalg.det(linear)) < 1e-12 * max(1.0, np.abs(linear).max()) ** layer_ndim:
         raise ValueError(f"the image geometry is singular or not finite (affine {meta.affine.tolist()})")
     rotate, scale, shear = _decompose(linear)
     composed = Affine(scale=scale, rotate=rotate, shear=shear, ndim=layer_ndim).linear_matrix

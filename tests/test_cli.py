@@ -46,7 +46,8 @@ def test_finetune_from_an_export_folder(tmp_path: Path, capsys) -> None:
     assert "base model: validation Dice" in out and "epoch 1: train loss" in out
     assert ("promoted v1" in out) or ("not promoted" in out)
     assert (tmp_path / "run" / "epoch_001.pt").is_file()
-    assert main(["finetune", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2"), "--model", "transfuse_tiny"]) == 2
+    assert main(["finetune", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2"),
+                 "--model", "transfuse_tiny"]) == 2
     assert "no dataset.json" in capsys.readouterr().err
 
 
@@ -77,8 +78,9 @@ def test_export_mask_writes_the_nnunet_layout_with_provenance(tmp_path: Path, ca
     ckpt = tmp_path / "weights.pt"
     ckpt.write_bytes(b"some checkpoint bytes")
     ds = tmp_path / "Dataset001"
-    assert main(["export", str(image_file), str(mask_file), "--dataset", str(ds), "--original", str(tmp_path / "orig.png"),
-                 "--labels", "background,polyp", "--model", "transfuse_tiny", "--checkpoint", str(ckpt)]) == 0
+    assert main(["export", str(image_file), str(mask_file), "--dataset", str(ds),
+                 "--original", str(tmp_path / "orig.png"), "--labels", "background,polyp",
+                 "--model", "transfuse_tiny", "--checkpoint", str(ckpt)]) == 0
     assert "exported case frame-0 " in capsys.readouterr().out  # the default id: the file name, made safe
     info = json.loads((ds / "dataset.json").read_text())
     assert info["labels"] == {"background": 0, "polyp": 1} and info["file_ending"] == ".png"
@@ -128,7 +130,8 @@ def test_export_boxes_to_coco_from_csv_and_json(tmp_path: Path, capsys) -> None:
                  "--case", "img"]) == 0
     coco = json.loads((ds / "annotations.json").read_text())
     assert [c["name"] for c in coco["categories"]] == ["polyp", "adenoma"]  # the order of first appearance
-    assert coco["images"][0]["file_name"] == "img.png" and (coco["images"][0]["height"], coco["images"][0]["width"]) == (64, 80)
+    assert coco["images"][0]["file_name"] == "img.png"
+    assert (coco["images"][0]["height"], coco["images"][0]["width"]) == (64, 80)
     assert [a["bbox"] for a in coco["annotations"]] == [[6.0, 4.0, 34.0, 26.0], [50.0, 10.0, 20.0, 10.0]]
     assert [a["category_id"] for a in coco["annotations"]] == [1, 2]
     np.testing.assert_array_equal(skimage.io.imread(ds / "images" / "img.png"), image)
@@ -172,7 +175,8 @@ def test_export_bad_inputs_are_messages_with_exit_code_2(tmp_path: Path, capsys)
     skimage.io.imsave(tmp_path / "small.png", mask[:32], check_contrast=False)
     cases = [
         (["export", str(image_file), "--dataset", ds], "give exactly one of LABELS"),
-        (["export", str(image_file), str(mask_file), "--class-label", "x", "--dataset", ds], "got LABELS and --class-label"),
+        (["export", str(image_file), str(mask_file), "--class-label", "x", "--dataset", ds],
+         "got LABELS and --class-label"),
         (["export", str(image_file), "--boxes", str(tmp_path / "far.csv"), "--dataset", ds], "box 1"),
         (["export", str(image_file), "--boxes", str(tmp_path / "cols.csv"), "--dataset", ds], "the header lacks"),
         (["export", str(image_file), "--boxes", str(tmp_path / "b.txt"), "--dataset", ds], "use a .csv"),

@@ -48,7 +48,6 @@ def test_demo_checkpoint_reaches_its_recorded_test_metric(path: Path, tmp_path_f
     ``medvit package --check-fraction`` scored too (a few cases, for the slower 3D models)."""
     from napari_medvit.models import create_model
     from napari_medvit.training.package import evaluate_folder
-
     from napari_medvit.training.synth import case_index
 
     manifest = read_manifest(path)

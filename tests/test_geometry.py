@@ -15,7 +15,6 @@ import pytest
 from napari.layers import Labels
 
 from layer_checks import data_to_world_matrix
-
 from napari_medvit._layers import layer_transform
 from napari_medvit._reader import read_layers, transform_kwargs
 from napari_medvit._writer import write_labels_nifti
@@ -54,7 +53,7 @@ def _world_of_values(path: Path) -> dict[int, np.ndarray]:
     data = np.asarray(img.dataobj)
     ijk = np.indices(data.shape).reshape(3, -1)
     world = nifti_to_world_affine(img.affine) @ np.vstack([ijk[::-1], np.ones(ijk.shape[1])])
-    return dict(zip(data.reshape(-1).tolist(), world[:3].T))
+    return dict(zip(data.reshape(-1).tolist(), world[:3].T, strict=True))
 
 
 def _check_display_grid(array: np.ndarray, meta: ImageMeta, path: Path) -> None:

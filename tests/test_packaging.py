@@ -44,7 +44,8 @@ def test_manifest_declares_readers_writers_samples_widgets_and_the_menu_command(
 
 
 def test_npe2_validate_with_imports() -> None:
-    out = subprocess.run([str(BIN / "npe2"), "validate", PLUGIN, "--imports"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([str(BIN / "npe2"), "validate", PLUGIN, "--imports"], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout.lower()
 
@@ -65,7 +66,8 @@ def test_start_up_imports_no_torch_and_no_qt(tmp_path: Path) -> None:
         "from safetensors.numpy import save_file;"
         "save_file({'w': np.zeros(2, np.float32)}, sys.argv[1] + '/demo.safetensors',"
         " metadata={'medvit_manifest': json.dumps({'arch': 'transfuse_s', 'description': 'demo'})});"
-        "assert list_models() and [m.description for _, m in bundled_checkpoints('transfuse_s', sys.argv[1])] == ['demo'];"
+        "assert list_models();"
+        "assert [m.description for _, m in bundled_checkpoints('transfuse_s', sys.argv[1])] == ['demo'];"
         "bad = [m for m in ('torch', 'timm', 'qtpy', 'PyQt6') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
@@ -95,8 +97,8 @@ def test_wheel_install_is_discovered_by_napari(tmp_path: Path) -> None:
     assert any(n.endswith("entry_points.txt") for n in names)
 
     site = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                             capture_output=True, text=True, timeout=600)
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                              str(wheel)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
     # Everything else from this environment, but not the editable napari-medvit.
     deps = tmp_path / "deps"

@@ -14,7 +14,6 @@ import pytest
 from napari.layers import Labels, Layer
 
 from layer_checks import data_to_world_matrix
-
 from napari_medvit._reader import get_reader
 from napari_medvit._writer import write_labels_nifti, write_labels_png
 from napari_medvit.io import META_KEY, ImageMeta, MedVitReadError

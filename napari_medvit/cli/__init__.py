@@ -138,13 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_infer)
     f = sub.add_parser("finetune", parents=[common],
                        help="fine-tune a model on an export folder (the viewer's code path; torchrun-able)")
-    f.add_argument("dataset", help="export folder (dataset.json + imagesTr/ + labelsTr/, annotations.json or labels.csv)")
+    f.add_argument("dataset",
+                   help="export folder (dataset.json + imagesTr/ + labelsTr/, annotations.json or labels.csv)")
     f.add_argument("--out", required=True, help="run folder: epoch checkpoints, versions/, active.json")
     f.add_argument("--model", default="transfuse_s")
     f.add_argument("--checkpoint", default=None, help="base weights (default: untrained)")
     f.add_argument("--epochs", type=_positive_int, default=10)
     f.add_argument("--lr", type=_positive_float, default=None, help="default: the paper's rate for the task")
-    f.add_argument("--batch-size", type=_positive_int, default=4, help="cases per step and process (torchrun: N x this per step)")
+    f.add_argument("--batch-size", type=_positive_int, default=4,
+                   help="cases per step and process (torchrun: N x this per step)")
     f.add_argument("--val-fraction", type=_open_fraction, default=0.25)
     f.add_argument("--seed", type=_non_negative_int, default=0)
     f.add_argument("--size", type=_positive_int, nargs=2, default=None, metavar=("H", "W"))
@@ -188,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--out", required=True, help="a new or empty folder")
     y.add_argument("--n", type=_positive_int, required=True, help="number of cases")
     y.add_argument("--seed", type=_non_negative_int, default=0, help="the cases' seeds are drawn from it")
-    y.add_argument("--shape", type=_positive_int, nargs=2, default=None, metavar=("H", "W"), help="frame size (endoscopy)")
+    y.add_argument("--shape", type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                   help="frame size (endoscopy)")
     y.add_argument("--spacing", type=float, default=None, help="voxel size in mm (brain; default 2.0)")
-    y.add_argument("--workers", type=_positive_int, default=1, help="generate the cases in this many processes (same data)")
+    y.add_argument("--workers", type=_positive_int, default=1,
+                   help="generate the cases in this many processes (same data)")
     y.set_defaults(func=_synth)
     v = sub.add_parser("evaluate", parents=[common],
                        help="score a model on every case of an export folder (the task's metric)")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from napari_medvit.cli._files import _check_output_file, _is_same_file, _read_input, _refuse_inputs
 
-
 _MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
 
 

@@ -177,9 +177,9 @@ def _label_names(args: argparse.Namespace, root: Path) -> list[str]:
     if args.label_names:
         return _names(args.label_names, "--labels")
     if args.model:
-        from napari_medvit.models import get_spec
+        from napari_medvit.models.config import resolve
 
-        return list(get_spec(args.model).class_names)
+        return list(resolve(args.model).class_names)
     if (root / "dataset.json").is_file():  # the folder's own names keep a dataset consistent
         try:
             known = json.loads((root / "dataset.json").read_text()).get("labels", {})

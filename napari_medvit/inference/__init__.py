@@ -7,16 +7,24 @@ their menus) can be imported without importing torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 
-_LAZY = {
-    name: "napari_medvit.inference.predictor"
-    for name in ("Cancelled", "Overlay", "Prediction", "Predictor", "Progress", "autocast_dtype", "resolve_device")
-}
+if TYPE_CHECKING:  # the lazy names, for type checkers
+    from napari_medvit.inference.predictor import (
+        Cancelled,
+        Overlay,
+        Prediction,
+        Predictor,
+        Progress,
+        autocast_dtype,
+        resolve_device,
+    )
 
-__all__ = ["DEVICES", "PRECISIONS", *_LAZY]
+__all__ = ["DEVICES", "PRECISIONS", "Cancelled", "Overlay", "Prediction", "Predictor", "Progress", "autocast_dtype",
+           "resolve_device"]
+_LAZY = dict.fromkeys(__all__[2:], "napari_medvit.inference.predictor")
 
 
 def __getattr__(name: str) -> Any:

@@ -54,7 +54,7 @@ class FrameRunner(Runner):
         yield self.progress(0, 1, "preparing image", t0)
         unit = unit_frames(image, rgb)
         h, w = spatial[-2:]
-        slices = unit.reshape((-1, h, w, unit.shape[-1]) if rgb else (-1, h, w))
+        slices: np.ndarray = unit.reshape((-1, h, w, unit.shape[-1]) if rgb else (-1, h, w))
         size = self.predictor.batch_size
         n_batches = -(-slices.shape[0] // size)
         outputs: list[np.ndarray] = []

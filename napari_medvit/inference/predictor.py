@@ -80,7 +80,9 @@ class Predictor:
         self.precision = precision
         self._amp_dtype = autocast_dtype(precision)
         self.batch_size = batch_size
-        self.resize = self.pre.resize if resize == "model" else resize
+        if isinstance(resize, str) and resize != "model":
+            raise ValueError(f'resize must be "model", None or (H, W), got {resize!r}')
+        self.resize: tuple[int, int] | None = self.pre.resize if isinstance(resize, str) else resize
         if self.config.dims == 3:
             self.resize = None  # 3D models run by sliding window at the image's own grid
         if self.config.dims == 2 and self.config.task in ("classify", "detect") and not self.resize:

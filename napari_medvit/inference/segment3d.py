@@ -136,7 +136,7 @@ def _slabs(n: int, roi: int, windows_per_slab: int) -> list[tuple[int, int, int,
 def _count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
     """Number of windows MONAI's sliding_window_inference visits (for progress only)."""
     total = 1
-    for size, r in zip(shape, roi):
+    for size, r in zip(shape, roi, strict=True):
         size = max(size, r)
         step = max(int(r * (1 - overlap)), 1)
         total *= 1 if size == r else -(-(size - r) // step) + 1

@@ -36,7 +36,8 @@ class ClassifyVolumeRunner(Runner):
 
     def check(self, image: np.ndarray, meta: ImageMeta | None) -> None:
         if image.ndim != 3 or (meta is not None and meta.rgb):
-            raise ValueError(f"{self.config.name} takes a 3D single-channel volume; got an array of shape {image.shape}")
+            raise ValueError(f"{self.config.name} takes a 3D single-channel volume; "
+                             f"got an array of shape {image.shape}")
 
     def classification(self, logits: torch.Tensor, meta: ImageMeta | None, t0: float, *,
                        overlays: list[Overlay] | None = None, extras: dict[str, np.ndarray] | None = None,

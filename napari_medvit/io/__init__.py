@@ -78,6 +78,7 @@ __all__ = [
     "ImageTooLargeError",
     "MedVitReadError",
     "atomic_write",
+    "finished_files",
     "has_dicm_preamble",
     "is_supported",
     "memory_budget",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pydicom
@@ -67,6 +67,10 @@ def _first_float(*values: Any) -> float | None:
     return None
 
 
+@overload
+def _number(ds: Dataset, keyword: str, path: str, default: float) -> float: ...
+@overload
+def _number(ds: Dataset, keyword: str, path: str, default: None = None) -> float | None: ...
 def _number(ds: Dataset, keyword: str, path: str, default: float | None = None) -> float | None:
     """A numeric tag as a finite float; text that is no number is a :class:`MedVitReadError`."""
     if keyword not in ds:
@@ -91,7 +95,7 @@ def _number(ds: Dataset, keyword: str, path: str, default: float | None = None) 
 def _count(ds: Dataset, keyword: str, path: str, default: int) -> int:
     """A count tag (NumberOfFrames, Rows, ...) as a positive int, or a :class:`MedVitReadError`."""
     number = _number(ds, keyword, path, float(default))
-    if number is None or number != int(number) or number < 0:
+    if number != int(number) or number < 0:
         raise MedVitReadError(f"{path}: the DICOM tag {keyword} holds {number}, which is not a whole number")
     return int(number) or default
 
@@ -278,7 +282,8 @@ def _tag_summary(ds: Dataset) -> dict[str, Any]:
         values = _floats(ds.get(kw))
         if values is not None:
             out[kw] = values
-    numeric = ("SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth")
+    numeric = ("SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "WindowCenter",
+               "WindowWidth")
     for kw in numeric:
         value = ds.get(kw)
         if value is None or value == "":

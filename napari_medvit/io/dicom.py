@@ -23,7 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ._dicom_folder import _scan_folder, _Series, folder_has_dicom
-from ._dicom_folder import iter_folder_files  # noqa: F401  (importable from here, as before the split)
+from ._dicom_folder import iter_folder_files as iter_folder_files  # importable from here, as before the split
 from ._dicom_tags import (
     _DIRECTORY_SOP_CLASS,
     DICOM_SUFFIXES,
@@ -239,7 +239,7 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
     _check_size(ds0, folder, frames=series.frames, what=f"the series {series.label()}")
     rgb = _is_rgb(ds0)
     slices = []
-    for ds, path in zip(datasets, series.files):
+    for ds, path in zip(datasets, series.files, strict=True):
         raw = _pixels(ds, path)
         slices.append(raw if rgb else _modality_values(raw, ds))
     values = np.stack(slices)
@@ -258,7 +258,8 @@ def _read_series(series: _Series, folder: str) -> tuple[np.ndarray, ImageMeta]:
         order, affine, notes = geo.order, geo.affine, geo.warnings
         extra["slice_positions"] = geo.positions
     else:
-        numbers = [int(_number(ds, "InstanceNumber", p, float(i)) or i) for i, (ds, p) in enumerate(zip(datasets, series.files))]
+        numbers = [int(_number(ds, "InstanceNumber", p, float(i)) or i)
+                   for i, (ds, p) in enumerate(zip(datasets, series.files, strict=True))]
         order = np.argsort(numbers, kind="stable")
         step = _slice_spacing(ds0) or 1.0
         affine = np.diag([step, spacing[0], spacing[1], 1.0])
@@ -312,10 +313,10 @@ def _read_folder(folder: str) -> tuple[np.ndarray, ImageMeta]:
     notes = []
     for files, what in ((list(skipped), "unreadable DICOM"), (ignored, "non-DICOM")):
         if files:
-            names = [os.path.relpath(f, folder) for f in files]
-            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            why = f" ({names[0]}: {skipped[files[0]]})" if what == "unreadable DICOM" else ""
-            notes.append(f"{folder}: skipped {len(files)} {what} file(s): {listed}{why}")
+            relative = [os.path.relpath(f, folder) for f in files]
+            shown = ", ".join(relative[:5]) + (f" and {len(relative) - 5} more" if len(relative) > 5 else "")
+            why = f" ({relative[0]}: {skipped[files[0]]})" if what == "unreadable DICOM" else ""
+            notes.append(f"{folder}: skipped {len(files)} {what} file(s): {shown}{why}")
     if skipped:
         meta.extra["skipped_files"] = [os.path.relpath(f, folder) for f in skipped]
     if ignored:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import skimage.io
+from skimage.io import imread, imsave
 
 from ._atomic import atomic_write
 from .errors import MedVitReadError
@@ -88,7 +88,7 @@ def read_frame(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
         raise MedVitReadError(f"{path}: no such image file")
     try:
         cmyk = _probe(path)
-        image = _cmyk_to_rgb(path) if cmyk else np.asarray(skimage.io.imread(path))
+        image = _cmyk_to_rgb(path) if cmyk else np.asarray(imread(path))
     except MedVitReadError:
         raise
     except Exception as exc:  # imageio/Pillow/tifffile raise many types for corrupt files
@@ -138,7 +138,7 @@ def write_png_labels(path: str | os.PathLike[str], labels: np.ndarray) -> str:
     if hi > np.iinfo(np.uint16).max:
         raise ValueError(f"{path}: label value {hi} exceeds the PNG maximum 65535")
     out = labels.astype(np.uint8 if hi < 256 else np.uint16)
-    atomic_write(path, lambda tmp: skimage.io.imsave(tmp, out, check_contrast=False))
+    atomic_write(path, lambda tmp: imsave(tmp, out, check_contrast=False))
     return path
 
 

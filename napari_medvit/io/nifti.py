@@ -191,7 +191,8 @@ def _voxel_layout(img: nib.Nifti1Image, path: str) -> tuple[tuple[int, ...], np.
     except Exception as exc:
         raise MedVitReadError(f"{path}: the NIfTI header is corrupt ({type(exc).__name__}: {exc})") from exc
     if any(s <= 0 for s in shape):
-        raise MedVitReadError(f"{path}: the NIfTI header declares an empty axis (shape {shape}); the file holds no image")
+        raise MedVitReadError(f"{path}: the NIfTI header declares an empty axis (shape {shape}); "
+                              "the file holds no image")
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 4:
@@ -370,7 +371,7 @@ def _build_header(geometry: dict[str, Any] | None, meta: ImageMeta, dtype: np.dt
         hdr["pixdim"] = np.asarray(geometry["pixdim"], dtype=np.float32)
         hdr["quatern_b"], hdr["quatern_c"], hdr["quatern_d"] = geometry["quatern"]
         hdr["qoffset_x"], hdr["qoffset_y"], hdr["qoffset_z"] = geometry["qoffset"]
-        for axis, row in zip("xyz", geometry["srow"]):
+        for axis, row in zip("xyz", geometry["srow"], strict=True):
             hdr[f"srow_{axis}"] = np.asarray(row, dtype=np.float32)
         # a form the reader found broken is written with code 0, so that other viewers place the
         # mask as this one placed the image (by the form it used); the raw fields stay as they were

@@ -3,8 +3,9 @@
 ``<root>/<key>/<name>.npz`` holds the corrected labels, the model's original mask and a JSON
 record (layer name, provenance, time). Other kinds of corrections name theirs in the record's
 ``kind``: ``"boxes"`` stores the rectangles' vertices (M, 4, 2) as ``labels`` and the model's
-boxes (N, 4) as ``original``; ``"class"`` keeps the whole result in the record. The key is a digest of the source file's absolute path
-(or of whatever identifier the caller gives for images without a file), so reopening the same
+boxes (N, 4) as ``original``; ``"class"`` keeps the whole result in the record. The key is a digest
+of the source file's absolute path (or of whatever identifier the caller gives for images without a
+file), so reopening the same
 image finds its corrections. The default root is ``$XDG_DATA_HOME/napari-medvit/sessions``
 (``~/.local/share/...``).
 """

@@ -51,19 +51,20 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     factory = getattr(module, spec.factory)
 
     state = manifest = None
-    digest = ""
+    digest = source = ""  # source: the checkpoint's path, named in errors
     if checkpoint is not None:
+        source = os.fspath(checkpoint)
         state, manifest, digest = read_checkpoint(checkpoint)
         if manifest is not None:
             other = _family_of(manifest.arch)
             if other != spec.family:
                 raise CheckpointError(
-                    f"{os.fspath(checkpoint)}: its manifest says architecture {manifest.arch!r} "
+                    f"{source}: its manifest says architecture {manifest.arch!r} "
                     f"({other or 'unknown family'}), which cannot be loaded into {name!r} ({spec.family})"
                 )
             config_overrides = {**manifest.config, **config_overrides}
             try:  # before building: a bad manifest is reported as such, not as a model error
-                resolve(spec, manifest, source=os.fspath(checkpoint))
+                resolve(spec, manifest, source=source)
             except ConfigError as exc:
                 raise CheckpointError(str(exc)) from exc
     try:
@@ -73,7 +74,7 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
             # the configuration came (at least partly) from the checkpoint: name the file
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"{os.fspath(checkpoint)}: the configuration in its manifest does not build {name!r} "
+                f"{source}: the configuration in its manifest does not build {name!r} "
                 f"({type(exc).__name__}: {reason}); configuration {config_overrides}"
             ) from exc
         if not isinstance(exc, TypeError):
@@ -86,9 +87,9 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
         if new_head and not head:
             raise ValueError(f"{name} has no class head to replace (it is not a classifier or detector)")
         load_weights(model, state, filter_fn=getattr(module, "checkpoint_filter_fn", None),
-                     source=os.path.basename(os.fspath(checkpoint)), keep_initialised=head)
+                     source=os.path.basename(source), keep_initialised=head)
         recorded = manifest.to_dict() if manifest else None
-        info = CheckpointInfo(trained=manifest.trained if manifest is not None else True, source=os.fspath(checkpoint),
+        info = CheckpointInfo(trained=manifest.trained if manifest is not None else True, source=source,
                               file_sha256=digest, manifest={**recorded, "class_names": []} if recorded and head
                               else recorded, new_head=head)
     else:
@@ -96,7 +97,7 @@ def create_model(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
     model.medvit_spec = spec
     model.checkpoint_info = info
     model.medvit_config = resolve(spec, manifest, n_outputs=adapter.num_outputs(model), new_head=info.new_head,
-                                  source=os.fspath(checkpoint) if checkpoint is not None else "")
+                                  source=source)
     return model.eval()
 
 

@@ -85,7 +85,8 @@ _MODELS: dict[str, ModelSpec] = {
 }
 
 
-_CROSSVIT_PAPER = "Chen, Fan, Panda, CrossViT: Cross-Attention Multi-Scale Vision Transformer for Image Classification, ICCV 2021"
+_CROSSVIT_PAPER = ("Chen, Fan, Panda, CrossViT: Cross-Attention Multi-Scale Vision Transformer for Image "
+                   "Classification, ICCV 2021")
 _CROSSVIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "9": "9", "15": "15", "18": "18"}
 
 
@@ -166,8 +167,9 @@ def _monai3d(name: str, factory: str, display: str, description: str, paper: str
         task="segment", dims=3, in_chans=in_chans, class_names=class_names,
         preprocessing={"resize": None, "size_multiple": 32, "roi_size": roi, "overlap": 0.5, "sw_batch_size": 1,
                        "blend": "gaussian", "intensity": "percentile", "mean": (0.0,), "std": (1.0,)},
-        adapter="napari_medvit.models.adapters:" + adapter, display_name=display, description=description, paper=paper, tags=tags,
-        short_name=short_name or display.split(" ")[0], factory_args=factory_args, training=dict(training or {}),
+        adapter="napari_medvit.models.adapters:" + adapter, display_name=display, description=description, paper=paper,
+        tags=tags, short_name=short_name or display.split(" ")[0], factory_args=factory_args,
+        training=dict(training or {}),
     )
 
 
@@ -180,11 +182,12 @@ _MODELS.update({s.name: s for s in (
              training=_BTCV_TRAINING),
     _monai3d("swin_unetr_tiny_test", "swin_unetr", "Swin-UNETR (tiny test config)",
              "SwinUNETR with feature size 12 and 3 classes on 64^3 windows: for tests, not from the paper",
-             "", tags=("test",), roi=(64, 64, 64), class_names=("background", "class 1", "class 2"), feature_size=12, out_channels=3, depths=(1, 1, 1, 1)),
+             "", tags=("test",), roi=(64, 64, 64), class_names=("background", "class 1", "class 2"), feature_size=12,
+             out_channels=3, depths=(1, 1, 1, 1)),
     _monai3d("unetr_tiny_test", "unetr", "UNETR (tiny test config)",
              "UNETR with hidden size 48 on 32^3 windows and 3 classes: for tests, not from the paper",
-             "", tags=("test",), roi=(32, 32, 32), class_names=("background", "class 1", "class 2"), img_size=(32, 32, 32), out_channels=3, feature_size=8,
-             hidden_size=48, mlp_dim=96, num_heads=4),
+             "", tags=("test",), roi=(32, 32, 32), class_names=("background", "class 1", "class 2"),
+             img_size=(32, 32, 32), out_channels=3, feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4),
 )})
 
 
@@ -198,8 +201,8 @@ def _smca(name: str, factory: str, display: str, description: str, class_names: 
         task="detect", dims=2, in_chans=3, class_names=class_names,
         preprocessing={"resize": size, "size_multiple": 32, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                        "color": "rgb", "score_threshold": 0.3},
-        adapter="napari_medvit.models.adapters:SMCADetrAdapter", display_name=display, description=description, paper=_SMCA_PAPER,
-        tags=tags, short_name="SMCA-DETR",
+        adapter="napari_medvit.models.adapters:SMCADetrAdapter", display_name=display, description=description,
+        paper=_SMCA_PAPER, tags=tags, short_name="SMCA-DETR",
     )
 
 
@@ -260,8 +263,8 @@ _VOSHT_TRAINING = {**_BTCV_TRAINING, "class_weights": "inverse_sqrt_frequency"}
 _MODELS.update({s.name: s for s in (
     _monai3d("vosht", "swin_unetr", "VoSHT (approximation)",
              "APPROXIMATION of VoSHT (Farkhani et al., CMPB 2024), whose code and architecture are not public: a "
-             "Swin-transformer encoder-decoder (MONAI SwinUNETR, feature size 24) over FLAIR + T1, 2 classes; fine-tuned "
-             "with a class-weighted Dice + cross-entropy loss (1 / sqrt of each class's voxel frequency)",
+             "Swin-transformer encoder-decoder (MONAI SwinUNETR, feature size 24) over FLAIR + T1, 2 classes; "
+             "fine-tuned with a class-weighted Dice + cross-entropy loss (1 / sqrt of each class's voxel frequency)",
              "Farkhani et al., End-to-end Volumetric Segmentation of White Matter Hyperintensities, CMPB 245:108008, "
              "2024 (approximated)", class_names=WMH_CLASSES, in_chans=2, short_name="VoSHT-approx.", in_channels=2,
              out_channels=2, feature_size=24, training=_VOSHT_TRAINING),
@@ -319,7 +322,8 @@ _MODELS["truenet_demo"] = replace(
 _MODELS["unet2d"] = ModelSpec(
     name="unet2d", module="napari_medvit.models.monai_nets", factory="unet", family="monai2d", task="segment", dims=2,
     in_chans=3, class_names=("background", "lesion"),
-    preprocessing={**_TRANSFUSE_PRE}, adapter="napari_medvit.models.adapters:SegmentationAdapter", display_name="U-Net 2D",
+    preprocessing={**_TRANSFUSE_PRE}, adapter="napari_medvit.models.adapters:SegmentationAdapter",
+    display_name="U-Net 2D",
     description="MONAI residual U-Net 2D (16-256 channels), RGB frame -> binary mask: the CNN baseline to TransFuse",
     paper="Ronneberger et al., U-Net, MICCAI 2015 (MONAI implementation)", short_name="U-Net",
     factory_args={"spatial_dims": 2, "in_channels": 3, "out_channels": 1},

@@ -86,13 +86,13 @@ class ModelAdapter:
     def head_prefixes(self, model: nn.Module) -> tuple[str, ...]:
         """timm's ``pretrained_cfg["classifier"]`` (CrossViT's ``head.0``, ``head.1``; ResNet's ``fc``), else the
         model's own ``head_prefixes`` (DAFT's ``fc``, SMCA-DETR's ``class_embed``); empty without a class head."""
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        head = cfg.get("classifier") or getattr(model, "head_prefixes", ())
+        cfg: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
+        head: Any = cfg.get("classifier") or getattr(model, "head_prefixes", ())
         return (head,) if isinstance(head, str) else tuple(head)
 
 
 class SegmentationAdapter(ModelAdapter):
-    outputs = (MASK,)
+    outputs: ClassVar[tuple[str, ...]] = (MASK,)
 
 
 class TransFuseAdapter(SegmentationAdapter):
@@ -117,7 +117,7 @@ class TransFuseAdapter(SegmentationAdapter):
 
 
 class ClassifierAdapter(ModelAdapter):
-    outputs = (PROBABILITIES,)
+    outputs: ClassVar[tuple[str, ...]] = (PROBABILITIES,)
     class_count_arg = "num_classes"
 
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,14 +120,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         from napari_medvit.models.truenet import read_truenet_folder
 
         if looks_like_bundle(path):
-            state, manifest = read_bundle(path)
-            return state, manifest, file_sha256(path / "models" / "model.pt")
-        state = read_truenet_folder(path)
-        if state is None:
+            bundle_state, bundle_manifest = read_bundle(path)
+            return bundle_state, bundle_manifest, file_sha256(path / "models" / "model.pt")
+        planes = read_truenet_folder(path)
+        if planes is None:
             raise CheckpointError(f"{path}: a folder checkpoint must be a MONAI bundle (configs/inference.json, "
-                                  "models/model.pt) or TrUE-Net's three files *_axial.pth, *_sagittal.pth, *_coronal.pth")
+                                  "models/model.pt) or TrUE-Net's three files *_axial.pth, *_sagittal.pth, "
+                                  "*_coronal.pth")
         digest = hashlib.sha256("".join(file_sha256(p) for p in sorted(path.glob("*_*.pth"))).encode()).hexdigest()
-        return state, None, digest
+        return planes, None, digest
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
@@ -156,7 +158,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     elif path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         state, manifest_dict = unwrap_state_dict(load_torch_file(path), path.name)
     else:
-        raise CheckpointError(f"{path.name}: unsupported checkpoint extension {path.suffix!r} (.safetensors, .pt, .pth)")
+        raise CheckpointError(f"{path.name}: unsupported checkpoint extension {path.suffix!r} "
+                              "(.safetensors, .pt, .pth)")
     try:
         manifest = Manifest.from_dict(manifest_dict) if manifest_dict is not None else None
     except CheckpointError as exc:
@@ -246,7 +249,8 @@ def check_state_dict(state_dict: dict[Any, Any], where: str) -> dict[str, torch.
         else "")
     for key, value in state_dict.items():
         if not isinstance(key, str):
-            raise CheckpointError(f"{where} has the key {key!r} ({type(key).__name__}); state_dict keys must be strings")
+            raise CheckpointError(f"{where} has the key {key!r} ({type(key).__name__}); "
+                                  "state_dict keys must be strings")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{where} holds {_a(type(value).__name__)} under {key!r}, expected a tensor ({hint})")
         if value.layout != torch.strided or value.is_quantized or value.is_meta:
@@ -256,7 +260,8 @@ def check_state_dict(state_dict: dict[Any, Any], where: str) -> dict[str, torch.
     return state_dict
 
 
-def compare_state_dicts(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+def compare_state_dicts(expected: dict[str, torch.Tensor],
+                        given: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, mis-shaped) keys of ``given`` relative to ``expected``."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
@@ -350,7 +355,8 @@ def _check_dtypes(model: nn.Module, expected: dict[str, torch.Tensor], given: di
             problems.append(f"{key!r} is {got.dtype} in the checkpoint but a {want.dtype} {role} in the model "
                             f"(expected {_KIND_WORDS.get(kind, str(want.dtype))})")
         elif kind == "int" and got.dtype != want.dtype and got.numel():
-            values = got if got.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64) else got.double()
+            integral = got.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+            values = got if integral else got.double()
             lo, hi, info = int(values.min()), int(values.max()), torch.iinfo(want.dtype)
             if lo < info.min or hi > info.max:
                 problems.append(f"{key!r} holds integers in [{lo}, {hi}], outside the range of the model's "

@@ -131,8 +131,9 @@ def resolve(spec: ModelSpec | str, manifest: Any = None, *, n_outputs: int | Non
     """The resolved configuration of ``spec`` with a checkpoint ``manifest`` (a Manifest, its dict, or None).
 
     ``n_outputs``: the built head's number of classes (None when not built yet); ``new_head``: the
-    prefixes of the checkpoint's class head when it is being replaced (its class names are dropped); ``source``: the checkpoint, named in errors. Raises
-    :class:`ConfigError` naming the bad key and where it came from."""
+    prefixes of the checkpoint's class head when it is being replaced (its class names are dropped);
+    ``source``: the checkpoint, named in errors. Raises :class:`ConfigError` naming the bad key and
+    where it came from."""
     spec = get_spec(spec) if isinstance(spec, str) else spec
     registry = Preprocessing.from_dict(spec.preprocessing, where=f"registry entry {spec.name!r}")
     own, manifest_names, trained = _manifest_fields(manifest)

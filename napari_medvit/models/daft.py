@@ -84,7 +84,8 @@ class DAFTBlock(ResBlock):
         self.aux.add_module("aux_relu", nn.ReLU())
         self.aux.add_module("aux_out", nn.Linear(bottleneck_dim, 2 * out_ch, bias=False))
 
-    def forward_with_affine(self, x: torch.Tensor, tabular: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_with_affine(self, x: torch.Tensor,
+                            tabular: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(output, alpha (B, C), beta (B, C))."""
         out = self.bn1(self.conv1(x))
         squeeze = torch.cat([self.global_pool(out).flatten(1), tabular], dim=1)

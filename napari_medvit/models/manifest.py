@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MANIFEST_KEY = "medvit_manifest"
 
@@ -83,7 +84,8 @@ def _is_object(value: Any) -> bool:
 
 
 def _is_digest(value: Any) -> bool:
-    return isinstance(value, str) and (value == "" or (len(value) == 64 and all(c in "0123456789abcdef" for c in value)))
+    return isinstance(value, str) and (value == "" or (len(value) == 64
+                                                       and all(c in "0123456789abcdef" for c in value)))
 
 
 # field -> (check, what was expected); the types of the Manifest dataclass as JSON values

@@ -44,7 +44,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [output_dim]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [output_dim], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -291,12 +291,13 @@ class SMCADETR(nn.Module):
         hs_t = torch.stack(hs).transpose(1, 2)  # (L, B, Q, d)
         logits = self.class_embed(hs_t)
         coords = self.bbox_embed(hs_t)
+        assert ref_logits is not None, "the first decoder layer gives the reference points"
         ref = ref_logits.transpose(0, 1)  # (B, Q, 2)
         coords = torch.cat([coords[..., :2] + ref, coords[..., 2:]], dim=-1).sigmoid()
         return {
             "pred_logits": logits[-1],
             "pred_boxes": coords[-1],
-            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], coords[:-1])],
+            "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], coords[:-1], strict=True)],
             "log_gaussians": log_gaussians,
             "reference": ref.sigmoid(),
         }
@@ -318,8 +319,8 @@ def smca_detr_r50(**kwargs: Any) -> SMCADETR:
 
 def smca_detr_tiny(**kwargs: Any) -> SMCADETR:
     """A tiny configuration for tests (ResNet-18, width 32, 2+2 layers, 10 queries): not from the paper."""
-    cfg = dict(num_classes=2, num_queries=10, d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
-               dim_feedforward=64, backbone="resnet18")
+    cfg: dict[str, Any] = dict(num_classes=2, num_queries=10, d_model=32, nhead=4, num_encoder_layers=2,
+                               num_decoder_layers=2, dim_feedforward=64, backbone="resnet18")
     cfg.update(kwargs)
     return SMCADETR(**cfg)
 
@@ -328,7 +329,7 @@ def smca_detr_demo(**kwargs: Any) -> SMCADETR:
     """The demo configuration (not from the paper): ResNet-18 with trainable batch norm (the weights start
     untrained: frozen statistics of random weights would not train), width 128, 8 heads, 3+3 layers, FFN 512,
     20 queries, 1 class; 12.7 M parameters."""
-    cfg = dict(num_classes=1, num_queries=20, d_model=128, nhead=8, num_encoder_layers=3, num_decoder_layers=3,
-               dim_feedforward=512, backbone="resnet18", frozen_bn=False)
+    cfg: dict[str, Any] = dict(num_classes=1, num_queries=20, d_model=128, nhead=8, num_encoder_layers=3,
+                               num_decoder_layers=3, dim_feedforward=512, backbone="resnet18", frozen_bn=False)
     cfg.update(kwargs)
     return SMCADETR(**cfg)

@@ -205,7 +205,7 @@ class DeiTBranch(nn.Module):
         from timm.layers import PatchEmbed
         from timm.models.vision_transformer import Block
 
-        self.pos_grid = tuple(pos_grid)
+        self.pos_grid = (int(pos_grid[0]), int(pos_grid[1]))  # a list from a manifest too
         self.patch_size = patch_size
         self.patch_embed = PatchEmbed(
             img_size=(pos_grid[0] * patch_size, pos_grid[1] * patch_size),
@@ -325,7 +325,7 @@ class TransFuse(nn.Module):
         self.in_chans = in_chans
         c1, c2, c3 = _CNN_CHANNELS.get(cnn, (0, 0, 0))
         self.resnet = _resnet(cnn, in_chans)
-        self.transformer = DeiTBranch(embed_dim, depth, num_heads, tuple(pos_grid), in_chans=in_chans,
+        self.transformer = DeiTBranch(embed_dim, depth, num_heads, pos_grid, in_chans=in_chans,
                                       mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
 
         self.up1 = Up(embed_dim, c2)
@@ -336,8 +336,10 @@ class TransFuse(nn.Module):
             Conv(c1, c1, 3, bn=True, relu=True),
             Conv(c1, num_classes, 3, bn=False, relu=False),
         )
-        self.final_1 = nn.Sequential(Conv(c1, c1, 3, bn=True, relu=True), Conv(c1, num_classes, 3, bn=False, relu=False))
-        self.final_2 = nn.Sequential(Conv(c1, c1, 3, bn=True, relu=True), Conv(c1, num_classes, 3, bn=False, relu=False))
+        self.final_1 = nn.Sequential(Conv(c1, c1, 3, bn=True, relu=True),
+                                     Conv(c1, num_classes, 3, bn=False, relu=False))
+        self.final_2 = nn.Sequential(Conv(c1, c1, 3, bn=True, relu=True),
+                                     Conv(c1, num_classes, 3, bn=False, relu=False))
 
         self.up_c = BiFusionBlock(ch_1=c3, ch_2=embed_dim, r_2=4, ch_int=c3, ch_out=c3, drop_rate=drop_rate / 2)
         self.up_c_1_1 = BiFusionBlock(ch_1=c2, ch_2=c2, r_2=2, ch_int=c2, ch_out=c2, drop_rate=drop_rate / 2)
@@ -436,21 +438,21 @@ def _guess_grid(n: int, like: tuple[int, int]) -> tuple[int, int] | None:
 
 def transfuse_s(**kwargs: Any) -> TransFuse:
     """TransFuse-S: ResNet-34 + DeiT-S (depth 8), 26,248,725 parameters."""
-    cfg = dict(cnn="resnet34", embed_dim=384, depth=8, num_heads=6, pos_grid=(12, 16))
+    cfg: dict[str, Any] = dict(cnn="resnet34", embed_dim=384, depth=8, num_heads=6, pos_grid=(12, 16))
     cfg.update(kwargs)
     return TransFuse(**cfg)
 
 
 def transfuse_l(**kwargs: Any) -> TransFuse:
     """TransFuse-L: ResNet-50 + DeiT-B (depth 12), 143,540,789 parameters."""
-    cfg = dict(cnn="resnet50", embed_dim=768, depth=12, num_heads=12, pos_grid=(12, 16))
+    cfg: dict[str, Any] = dict(cnn="resnet50", embed_dim=768, depth=12, num_heads=12, pos_grid=(12, 16))
     cfg.update(kwargs)
     return TransFuse(**cfg)
 
 
 def transfuse_l_384(**kwargs: Any) -> TransFuse:
     """TransFuse-L* : ResNet-50 + DeiT-B-384, position grid 24x32 (384x512 input)."""
-    cfg = dict(cnn="resnet50", embed_dim=768, depth=12, num_heads=12, pos_grid=(24, 32))
+    cfg: dict[str, Any] = dict(cnn="resnet50", embed_dim=768, depth=12, num_heads=12, pos_grid=(24, 32))
     cfg.update(kwargs)
     return TransFuse(**cfg)
 
@@ -458,13 +460,13 @@ def transfuse_l_384(**kwargs: Any) -> TransFuse:
 def transfuse_demo(**kwargs: Any) -> TransFuse:
     """The demo configuration (smaller than the paper's, for CPU training on synthetic frames):
     ResNet-18 + 4 DeiT-Ti-width blocks (192, 3 heads), 7,835,301 parameters."""
-    cfg = dict(cnn="resnet18", embed_dim=192, depth=4, num_heads=3, pos_grid=(12, 16))
+    cfg: dict[str, Any] = dict(cnn="resnet18", embed_dim=192, depth=4, num_heads=3, pos_grid=(12, 16))
     cfg.update(kwargs)
     return TransFuse(**cfg)
 
 
 def transfuse_tiny(**kwargs: Any) -> TransFuse:
     """A tiny configuration for tests and quick demos (ResNet-18, 2 blocks of width 64)."""
-    cfg = dict(cnn="resnet18", embed_dim=64, depth=2, num_heads=2, pos_grid=(2, 2))
+    cfg: dict[str, Any] = dict(cnn="resnet18", embed_dim=64, depth=2, num_heads=2, pos_grid=(2, 2))
     cfg.update(kwargs)
     return TransFuse(**cfg)

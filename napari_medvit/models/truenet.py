@@ -108,7 +108,8 @@ class TrUENet(nn.Module):
 class TrUENetEnsemble(nn.Module):
     """The three plane networks; ``model(volume)`` -> log of the mean softmax (B, K, Z, Y, X)."""
 
-    def __init__(self, n_channels: int = 2, n_classes: int = 2, init_channels: int = 64, slices_per_batch: int = 8) -> None:
+    def __init__(self, n_channels: int = 2, n_classes: int = 2, init_channels: int = 64,
+                 slices_per_batch: int = 8) -> None:
         super().__init__()
         self.config: dict[str, Any] = {"n_channels": n_channels, "n_classes": n_classes,
                                        "init_channels": init_channels}

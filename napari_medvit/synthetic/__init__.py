@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from napari_medvit.synthetic.brain import BrainCase, brain_template, generate_brain_case, generate_brain_dataset
 from napari_medvit.synthetic.dementia import DementiaCase, generate_dementia_case, generate_dementia_dataset
-
 from napari_medvit.synthetic.endoscopy import (
     MAX_POLYPS,
     POLYP_AREA_RANGE,

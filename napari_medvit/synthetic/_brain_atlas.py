@@ -69,7 +69,7 @@ def _atlas() -> _Atlas:
     brain = vol > 0
     nz = np.argwhere(brain)
     lo, hi = nz.min(axis=0), nz.max(axis=0)
-    vol = np.pad(vol, _PAD)[tuple(slice(int(a), int(b) + 1 + 2 * _PAD) for a, b in zip(lo, hi))]
+    vol = np.pad(vol, _PAD)[tuple(slice(int(a), int(b) + 1 + 2 * _PAD) for a, b in zip(lo, hi, strict=True))]
     vol = np.ascontiguousarray(vol)
     offset = lo - _PAD  # atlas index + offset = template (z, y, x) index
     brain = vol > 0

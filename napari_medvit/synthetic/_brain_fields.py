@@ -53,8 +53,8 @@ class _Spline:
         for ax in range(1, 4):
             knots = ndimage.convolve1d(knots, np.array([1.0, 4.0, 1.0]) / 6.0, axis=ax, mode="constant")
         box = tuple(slice(int(math.floor((lo - origin) / step)), int(math.ceil((hi - origin) / step)) + 1)
-                    for lo, hi in zip(at.brain_lo, at.brain_hi))
-        m = float(np.abs(knots[(slice(None), *box)]).max())
+                    for lo, hi in zip(at.brain_lo, at.brain_hi, strict=True))
+        m = float(np.abs(knots[(slice(None),) + box]).max())
         coef *= peak / m if m > 0 else 0.0
         return _Spline(coef=coef, origin=origin, step=step)
 

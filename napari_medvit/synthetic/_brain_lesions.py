@@ -163,7 +163,7 @@ def _render_lesion(les: _Lesion, g: _Grid, axes: list[np.ndarray]) -> tuple[tupl
         rho2 = rho2 + (proj / np.float32(les.semi[k])) ** 2
     rho = np.sqrt(rho2)
     pert = np.zeros_like(rho)
-    for wv, ph, am in zip(les.waves, les.phases, les.amps):
+    for wv, ph, am in zip(les.waves, les.phases, les.amps, strict=True):
         pert += np.float32(am) * np.cos(wv[0] * dz + wv[1] * dy + wv[2] * dx + np.float32(ph))
     r_geo = float(np.prod(les.semi) ** (1.0 / 3.0))
     sd = (1.0 - rho / (1.0 + pert)) * np.float32(r_geo)

@@ -126,7 +126,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from napari_medvit.synthetic._brain_atlas import SIDE_MULTIPLE, _atlas, _brain_template_cached, _filtered, _grid, _Grid
+from napari_medvit.synthetic._brain_atlas import SIDE_MULTIPLE, _atlas, _brain_template_cached, _filtered, _Grid, _grid
 from napari_medvit.synthetic._brain_fields import _fit_in_grid, _ramp, _rotation, _sigmoid, _Spline, _Warp
 from napari_medvit.synthetic._brain_lesions import _MIDLINE_MM, _draw_lesions, _Lesion, _one_component, _render_lesion
 from napari_medvit.synthetic._seeds import check_seed, derived_seeds, map_cases, select_cases

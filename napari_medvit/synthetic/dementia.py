@@ -215,8 +215,8 @@ class _Template:
     dist: np.ndarray  # float32 mm from each voxel to the nearest (sulcal) CSF or outside voxel
     field: np.ndarray  # (z/2, y/2, x/2, 5) float32 on a 2 mm grid: signed distance to the
     #                    ventricles (mm, > 0 outside), its gradient (3), cortex weight
-    mtl_centres: tuple[tuple[float, float, float], ...]  # crop voxel coordinates
-    crop_start: tuple[int, int, int]
+    mtl_centres: tuple[tuple[float, ...], ...]  # crop voxel coordinates (z, y, x) of each centre
+    crop_start: tuple[int, ...]  # (z, y, x)
     midline_x: float  # crop voxel x of the mid-sagittal plane
     ventricle_ml: float
     horn_ml: float
@@ -232,7 +232,7 @@ def _template() -> _Template:
     raw = np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0).astype(np.float32)  # (z, y, x)
     nz = np.nonzero(raw > 0)
     lo = tuple(max(int(ax.min()) - _CROP_MARGIN, 0) for ax in nz)
-    hi = tuple(min(int(ax.max()) + 1 + _CROP_MARGIN, s) for ax, s in zip(nz, raw.shape))
+    hi = tuple(min(int(ax.max()) + 1 + _CROP_MARGIN, s) for ax, s in zip(nz, raw.shape, strict=True))
     t1 = np.ascontiguousarray(raw[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
     dist = ndimage.distance_transform_edt(t1 >= _SULCAL_THRESHOLD).astype(np.float32)
 
@@ -241,15 +241,15 @@ def _template() -> _Template:
     sizes = ndimage.sum_labels(np.ones_like(t1), lab, np.arange(1, n + 1))
     vent = np.zeros(t1.shape, bool)
     found = 0
-    for i, (size, sl) in enumerate(zip(sizes, ndimage.find_objects(lab))):
-        touches = any(s.start == 0 or s.stop == dim for s, dim in zip(sl, t1.shape))
+    for i, (size, sl) in enumerate(zip(sizes, ndimage.find_objects(lab), strict=True)):
+        touches = any(s.start == 0 or s.stop == dim for s, dim in zip(sl, t1.shape, strict=True))
         if 2000 <= size <= 50000 and not touches:
             vent |= lab == i + 1
             found += 1
     if found != 2:
         raise RuntimeError(f"{path}: expected the two lateral ventricles in the template, found {found}")
 
-    mtl = tuple(tuple(c + o - s for c, o, s in zip(cm, _MNI_ORIGIN_INDEX, lo)) for cm in _MTL_CENTRES_MNI)
+    mtl = tuple(tuple(c + o - s for c, o, s in zip(cm, _MNI_ORIGIN_INDEX, lo, strict=True)) for cm in _MTL_CENTRES_MNI)
     grid = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in t1.shape], indexing="ij", sparse=True)
     horns = (t1 < _HORN_THRESHOLD) & (t1 > 0) & (_mtl_weight(grid, mtl) > 0.3)
     spaces = vent | horns
@@ -272,7 +272,7 @@ def _template() -> _Template:
                      horn_ml=float(horns.sum()) / 1000.0)
 
 
-def _mtl_weight(coords: Any, centres: tuple[tuple[float, float, float], ...]) -> np.ndarray:
+def _mtl_weight(coords: Any, centres: tuple[tuple[float, ...], ...]) -> np.ndarray:
     """Smooth (gaussian) weight, 1 at the hippocampi, of points ``coords`` (z, y, x) in crop voxels."""
     out = None
     for c in centres:
@@ -290,7 +290,7 @@ def _template_at(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     sigma = np.maximum(0.45 * step - 0.3, 0.0)
     t1 = ndimage.gaussian_filter(tpl.t1, sigma) if sigma.any() else tpl.t1
     vol = np.ascontiguousarray(np.stack([t1, tpl.dist], axis=-1), np.float32)
-    axes = [((np.arange(n, dtype=np.float32) + 0.5) * np.float32(s) - 0.5) for n, s in zip(shape, step)]
+    axes = [((np.arange(n, dtype=np.float32) + 0.5) * np.float32(s) - 0.5) for n, s in zip(shape, step, strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
     vol.setflags(write=False)
     grid.setflags(write=False)

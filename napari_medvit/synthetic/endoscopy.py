@@ -453,7 +453,8 @@ def _add_mucosal_highlights(rng: np.random.Generator, specular: np.ndarray, tube
             add_blob(specular, cy, cx, major, minor, ang)
 
 
-def _depth_and_vignette(rng: np.random.Generator, image: np.ndarray, rho: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+def _depth_and_vignette(rng: np.random.Generator, image: np.ndarray, rho: np.ndarray,
+                        s: float) -> tuple[np.ndarray, float]:
     """The far lumen out of focus (depth of field), then a vignette; returns the image and the
     vignette strength."""
     h, w = rho.shape
@@ -546,5 +547,4 @@ def generate_endoscopy_dataset(n: int, seed: int = 0, shape: tuple[int, int] = (
                                workers: int = 1, cases: Any = None) -> list[EndoscopyFrame]:
     """``n`` frames with distinct seeds derived from ``seed`` (each frame records its own seed)."""
     seeds = select_cases(derived_seeds(n, seed), cases)  # cases: only these indices of the dataset
-    _check_shape(shape)
-    return map_cases(partial(generate_endoscopy_frame, shape=tuple(shape)), seeds, workers)
+    return map_cases(partial(generate_endoscopy_frame, shape=_check_shape(shape)), seeds, workers)

@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,7 @@ import numpy as np
 import torch
 
 from napari_medvit.io import read_image
-from napari_medvit.transforms.augment import augment_2d, augment_3d
-from napari_medvit.training.tasks import (  # noqa: F401  (class_names_for: public here too)
+from napari_medvit.training.tasks import (  # class_names_for: public here too
     Task,
     base_class_names,
     class_count_override,
@@ -70,6 +69,7 @@ from napari_medvit.training.tasks import (  # noqa: F401  (class_names_for: publ
     split,
 )
 from napari_medvit.transforms import tabular_names, tabular_vector
+from napari_medvit.transforms.augment import augment_2d, augment_3d
 from napari_medvit.transforms.prepare import prepare_frame, prepare_volume_classifier
 
 RESERVED_COLUMNS = ("case_id", "label", "image", "provenance")
@@ -133,7 +133,8 @@ def _cell(value: str) -> float | str | None:
     return None if np.isnan(number) else number
 
 
-def standardised(features: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, str]]) -> tuple[dict[str, Any], ...]:
+def standardised(features: Sequence[Mapping[str, Any]],
+                 rows: Sequence[Mapping[str, str]]) -> tuple[dict[str, Any], ...]:
     """The feature list with each feature's ``mean``/``std`` over the given rows' present values, as the
     official DAFT script standardises its tabular data with training statistics; features that already
     carry statistics, or have no numeric value in the rows, are kept as they are."""
@@ -159,6 +160,7 @@ def encode_tabular(features: Sequence[Mapping[str, Any]], row: Mapping[str, str]
 
 
 class ClassifyTask(Task):
+    class_names: list[str]  # always from the data
     metric = "balanced accuracy"
 
     def __init__(self, dataset: str | Path, model: torch.nn.Module, device: torch.device, *, val_fraction: float,
@@ -240,11 +242,13 @@ class ClassifyTask(Task):
         """A case's model input, prepared as the predictor prepares it (transforms.prepare)."""
         pre = self.config.preprocessing
         if not self.volume:
-            return prepare_frame(image, rgb, pre, self.spec.in_chans, self.size, what=f"case {case}")
+            h, w = self.size
+            return prepare_frame(image, rgb, pre, self.spec.in_chans, (h, w), what=f"case {case}")
         if image.ndim != 3 or rgb:
             raise ValueError(f"case {case}: a 3D classifier takes a 3D single-channel volume; got an array of "
                              f"shape {image.shape}")
-        return prepare_volume_classifier(image, replace(pre, resize3d=self.size))[0]
+        z, y, x = self.size
+        return prepare_volume_classifier(image, replace(pre, resize3d=(z, y, x)))[0]
 
     def batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         if self.volume:

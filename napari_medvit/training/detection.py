@@ -55,9 +55,9 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from napari_medvit.io import read_image
+from napari_medvit.training.tasks import Task, base_class_names, call, class_count_override, class_names_for, split
 from napari_medvit.transforms.augment import intensity
 from napari_medvit.transforms.prepare import prepare_frame
-from napari_medvit.training.tasks import Task, base_class_names, call, class_count_override, class_names_for, split
 
 ALPHA, GAMMA = 0.25, 2.0
 
@@ -74,7 +74,8 @@ class HungarianMatcher(nn.Module):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
 
     @torch.no_grad()
-    def forward(self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, outputs: dict[str, torch.Tensor],
+                targets: list[dict[str, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         bs, nq = outputs["pred_logits"].shape[:2]
         prob = outputs["pred_logits"].flatten(0, 1).float().sigmoid()
         pred = outputs["pred_boxes"].flatten(0, 1).float()
@@ -114,11 +115,11 @@ class SetCriterion(nn.Module):
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for src, _ in indices])
         onehot = torch.zeros_like(logits)
-        matched_cls = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).long()
+        matched_cls = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices, strict=True)]).long()
         onehot[batch_idx, src_idx, matched_cls] = 1.0
         loss_ce = sigmoid_focal_loss(logits, onehot, alpha=ALPHA, gamma=GAMMA, reduction="sum") / num_boxes
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx]
-        tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src_boxes)
+        tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices, strict=True)]).to(src_boxes)
         loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
         loss_giou = (1 - torch.diag(generalized_box_iou(_xyxy(src_boxes), _xyxy(tgt_boxes)))).sum() / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
@@ -211,7 +212,7 @@ def augment_boxes(x: torch.Tensor, targets: list[dict[str, torch.Tensor]], gen: 
     h, w = x.shape[-2:]
     scale_px = torch.tensor([w, h, w, h], dtype=torch.float32, device=x.device)
     images, out = [], []
-    for img, tgt in zip(x, targets):
+    for img, tgt in zip(x, targets, strict=True):
         boxes, labels = tgt["boxes"], tgt["labels"]
         flip_lr, flip_ud = (torch.rand(2, generator=gen) < 0.5).tolist()
         if flip_lr:
@@ -253,7 +254,7 @@ def detections(outputs: dict[str, torch.Tensor], num_classes: int, top: int = 10
     boxes = box_convert(outputs["pred_boxes"].float(), in_fmt="cxcywh", out_fmt="xyxy")
     boxes = torch.gather(boxes, 1, query[..., None].expand(-1, -1, 4))
     return [{"boxes": b.cpu().numpy(), "labels": lab.cpu().numpy(), "scores": sc.cpu().numpy()}
-            for b, lab, sc in zip(boxes, labels, scores)]
+            for b, lab, sc in zip(boxes, labels, scores, strict=True)]
 
 
 def average_precision_50(preds: Sequence[dict[str, np.ndarray]], truths: Sequence[dict[str, np.ndarray]],
@@ -292,6 +293,7 @@ def average_precision_50(preds: Sequence[dict[str, np.ndarray]], truths: Sequenc
 # -- the task --------------------------------------------------------------------------------------
 
 class DetectTask(Task):
+    class_names: list[str]  # always from the data
     metric = "AP50"
     default_lr = 1e-4
     clip_norm = 0.1
@@ -309,9 +311,10 @@ class DetectTask(Task):
                              f"{self.class_names}; build it with num_classes={len(self.class_names)}")
         to_name = [self.class_names.index(c) for c in categories]
         pre = self.config.preprocessing
-        self.size = tuple(size or pre.resize or (384, 512))
-        if len(self.size) != 2:
-            raise ValueError(f"{self.spec.name} trains on 2D frames: size must have 2 entries, got {self.size}")
+        size = tuple(size or pre.resize or (384, 512))
+        if len(size) != 2:
+            raise ValueError(f"{self.spec.name} trains on 2D frames: size must have 2 entries, got {size}")
+        self.size = (int(size[0]), int(size[1]))
         train_idx, val_idx = split([r["case"] for r in records], val_fraction, seed)
         self.train_ids = [records[i]["case"] for i in train_idx]
         self.val_ids = [records[i]["case"] for i in val_idx]
@@ -319,7 +322,7 @@ class DetectTask(Task):
         for rec in records:
             image, meta = read_image(rec["path"])
             h, w = meta.spatial_shape(image.shape)
-            frames.append(prepare_frame(image, bool(meta.rgb), pre, self.spec.in_chans, self.size,  # type: ignore[arg-type]
+            frames.append(prepare_frame(image, bool(meta.rgb), pre, self.spec.in_chans, self.size,
                                         what=f"case {rec['case']}"))
             labels = torch.as_tensor([to_name[c] for c in rec["categories"]], dtype=torch.int64)
             targets.append({"boxes": normalised_boxes(rec["boxes"], h, w, rec["case"]).to(device),
@@ -331,7 +334,8 @@ class DetectTask(Task):
         self.targets_v = [targets[i] for i in val_idx]
         if not any(len(t["labels"]) for t in self.targets_v):
             raise ValueError(f"{self.dataset}: the {len(val_idx)} validation image(s) {self.val_ids} hold no boxes, so "
-                             "AP50 cannot be measured; add images with boxes, or change the seed or validation fraction")
+                             "AP50 cannot be measured; add images with boxes, or change the seed or validation "
+                             "fraction")
         self.criterion = SetCriterion(len(self.class_names))
         self._backbone = {id(p) for p in model.backbone.parameters()} if hasattr(model, "backbone") else set()
         self.per_class: dict[str, float] = {}
@@ -384,7 +388,8 @@ class DetectTask(Task):
         out: dict[str, Any] = {**super().summary(), "size": list(self.size), "class_names": list(self.class_names),
                                "train_boxes": n_boxes(self.targets_t), "val_boxes": n_boxes(self.targets_v),
                                "train_negatives": sum(1 for t in self.targets_t if not len(t["labels"])),
-                               "loss": "Hungarian set loss: sigmoid focal 2, L1 5, GIoU 2, with auxiliary decoder layers",
+                               "loss": "Hungarian set loss: sigmoid focal 2, L1 5, GIoU 2, "
+                                       "with auxiliary decoder layers",
                                "optimizer": f"AdamW, backbone lr x{self.backbone_lr_factor:g}, weight decay "
                                             f"{self.weight_decay:g}, clip norm {self.clip_norm:g}"}
         if len(self.evaluations) > 1:

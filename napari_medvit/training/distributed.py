@@ -172,7 +172,8 @@ def sync_batchnorm(model: torch.nn.Module, ctx: DistContext) -> tuple[torch.nn.M
     if not has_bn:
         return model, False
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for attr in ("medvit_spec", "medvit_config", "checkpoint_info", "config"):  # only set when the root itself was replaced
+    # copied only when the root itself was replaced
+    for attr in ("medvit_spec", "medvit_config", "checkpoint_info", "config"):
         if hasattr(model, attr) and not hasattr(converted, attr):
             setattr(converted, attr, getattr(model, attr))
     return converted, True

@@ -17,6 +17,7 @@ atomically, dataset.json last.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ class ExportedCase:
     supersedes: str | None
 
 
-def mask_metrics(original: np.ndarray, corrected: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, Any]:
+def mask_metrics(original: np.ndarray, corrected: np.ndarray,
+                 spacing: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Agreement of the model's mask and the corrected one (foreground = label > 0): Dice, IoU and
     HD95 (in mm with ``spacing``) from MONAI's metrics, and the number of edited voxels."""
     import torch
@@ -113,7 +115,8 @@ def box_agreement(original: np.ndarray, corrected: np.ndarray, *, original_class
         "mean_iou": float(ious.mean()) if ious.size else None,
     }
     if original_classes is not None and corrected_classes is not None:
-        out["relabelled"] = int(sum(original_classes[i] != corrected_classes[j] for i, j in zip(rows, cols)))
+        out["relabelled"] = int(sum(original_classes[i] != corrected_classes[j]
+                                    for i, j in zip(rows, cols, strict=True)))
     return out
 
 
@@ -169,14 +172,17 @@ def export_case(dataset: str | Path, case_id: str, image: np.ndarray, meta: Imag
     for c, data in enumerate(channels):
         target = root / "imagesTr" / f"{case_id}_{c:04d}{ending}"
         if two_d:
-            import skimage.io
+            from skimage.io import imsave
 
-            atomic_write(target, lambda tmp, d=data: skimage.io.imsave(tmp, np.asarray(d), check_contrast=False))
+            atomic_write(target, functools.partial(imsave, arr=np.asarray(data), check_contrast=False))
         else:
             _write_nifti_image(target, data, meta)
         image_files.append(target)
     label_file = root / "labelsTr" / f"{case_id}{ending}"
-    (write_png_labels if two_d else write_nifti_labels)(*((label_file, labels) if two_d else (label_file, labels, meta)))
+    if two_d:
+        write_png_labels(label_file, labels)
+    else:
+        write_nifti_labels(label_file, labels, meta)
 
     from napari_medvit import __version__
 
@@ -212,14 +218,15 @@ def _write_nifti_image(path: Path, data: np.ndarray, meta: ImageMeta) -> None:
 
 
 def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, meta: ImageMeta, boxes: np.ndarray,
-                      categories: list[str], box_labels: list[int], *, provenance: dict[str, Any] | None = None) -> Path:
+                      categories: list[str], box_labels: list[int], *,
+                      provenance: dict[str, Any] | None = None) -> Path:
     """Add one 2D image and its corrected boxes ((y0, x0, y1, x1) pixels) to ``annotations.json`` (COCO).
 
     The image is written to ``images/<image_id>.png``; an image id already present is versioned
     like :func:`export_case`. Boxes are clipped to the image (a box dragged partly off the frame
     keeps its visible part); a box with nothing left inside the image is refused by name.
     """
-    import skimage.io
+    from skimage.io import imsave
 
     if not _CASE.match(image_id):
         raise ValueError(f"image id {image_id!r}: use letters, digits, '_' or '-'")
@@ -239,7 +246,7 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     (root / "images").mkdir(parents=True, exist_ok=True)
     ann_path = root / "annotations.json"
     try:
-        coco = json.loads(ann_path.read_text()) if ann_path.exists() else {
+        coco: dict[str, Any] = json.loads(ann_path.read_text()) if ann_path.exists() else {
             "images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)]}
         known = [c["name"] for c in coco["categories"]]
         if not (isinstance(coco["images"], list) and isinstance(coco["annotations"], list)):
@@ -254,12 +261,12 @@ def export_boxes_coco(dataset: str | Path, image_id: str, image: np.ndarray, met
     n = 2
     while name in names or (root / "images" / name).exists():  # also a class-label export's image
         name, n = f"{image_id}_v{n}.png", n + 1
-    atomic_write(root / "images" / name, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
+    atomic_write(root / "images" / name, lambda tmp: imsave(tmp, np.asarray(image), check_contrast=False))
     img_id = max((img["id"] for img in coco["images"]), default=0) + 1
     coco["images"].append({"id": img_id, "file_name": name, "height": int(h), "width": int(w),
                            "medvit_provenance": provenance or {}})
     next_ann = max((a["id"] for a in coco["annotations"]), default=0) + 1
-    for k, ((y0, x0, y1, x1), c) in enumerate(zip(boxes, box_labels)):
+    for k, ((y0, x0, y1, x1), c) in enumerate(zip(boxes, box_labels, strict=True)):
         bw, bh = float(x1 - x0), float(y1 - y0)
         coco["annotations"].append({"id": next_ann + k, "image_id": img_id, "category_id": int(c) + 1,
                                     "bbox": [float(x0), float(y0), bw, bh], "area": bw * bh, "iscrowd": 0})
@@ -303,12 +310,12 @@ def export_class_label(dataset: str | Path, case_id: str, label: str, *, image: 
     if image is not None and meta is not None:
         (root / "images").mkdir(exist_ok=True)
         if meta.ndim == 2:
-            import skimage.io
+            from skimage.io import imsave
 
             # frames (8/16-bit, RGB) as PNG; other types (a CT or MR slice: int16, float) as lossless TIFF
             png = np.asarray(image).dtype in (np.uint8, np.uint16, np.bool_)
             target = root / "images" / f"{case_id}.{'png' if png else 'tif'}"
-            atomic_write(target, lambda tmp: skimage.io.imsave(tmp, np.asarray(image), check_contrast=False))
+            atomic_write(target, lambda tmp: imsave(tmp, np.asarray(image), check_contrast=False))
         else:
             target = root / "images" / f"{case_id}.nii.gz"
             _write_nifti_image(target, np.asarray(image), meta)

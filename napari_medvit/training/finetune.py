@@ -61,7 +61,7 @@ from napari_medvit.models import create_model, get_spec
 from napari_medvit.models.checkpoint import Manifest, file_sha256, save_checkpoint
 from napari_medvit.models.manifest import strip_module_prefix
 from napari_medvit.training.tasks import Task, make_task, read_json, task_class
-from napari_medvit.training.tasks import split  # noqa: F401  (public API)
+from napari_medvit.training.tasks import split as split  # public API
 
 MIN_VALIDATION_CASES = 2
 """A fine-tuned version is promoted (made active) only when validated on at least this many cases: a
@@ -431,7 +431,7 @@ def _outcome(run: _Run, *, too_few: bool) -> FinetuneResult:
                               f"{base_metric:.3f} on the same {n_val} case(s); the base stays active{stopped}", history)
     version = None
     if run.ctx.is_main:
-        version = str(_promote(run, best_metric, best_epoch, history[-1]["epoch"] if run.timed_out else None))
+        version = str(_promote(run, best_metric, best_epoch, int(history[-1]["epoch"]) if run.timed_out else None))
     version = run.ctx.broadcast_object(version)
     return FinetuneResult(True, metric, base_metric, best_metric, best_epoch, version,
                           f"promoted {Path(version).name}: validation {metric} {best_metric:.3f} > base "

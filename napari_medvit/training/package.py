@@ -88,7 +88,8 @@ def package(run_or_checkpoint: str | Path, test_dataset: str | Path, to: str | P
     recipe = synth_recipe(test_dataset)
     if recipe is not None:  # the test set can be regenerated exactly (the tests check the recorded figure)
         test["synthetic"] = recipe
-        test["dataset"] = Path(test_dataset).name if not recipe["part"] else f"{recipe['part']} of synthetic {recipe['kind']}"
+        test["dataset"] = (Path(test_dataset).name if not recipe["part"]
+                           else f"{recipe['part']} of synthetic {recipe['kind']}")
     extra = dict(manifest.extra or {})
     extra.update({"demo": True, "note": DEMO_NOTE, "test": test, "source_version": str(source)})
     text = description or f"DEMO, synthetic data, not for clinical use; test {test['metric']} {test['value']:.3f}"

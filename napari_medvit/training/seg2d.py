@@ -2,8 +2,9 @@
 
 Frames are prepared by the one input pipeline the predictor uses (:mod:`napari_medvit.transforms.prepare`),
 with the model's resolved preprocessing. The loss variant is the family adapter's
-(``segmentation_loss``): ``"structure"`` as in the official TransFuse ISIC script: the PraNet structure loss (boundary-weighted BCE +
-weighted IoU) on ``map_2``, ``map_1`` and ``map_x`` with weights 0.5 / 0.3 / 0.2; Adam with betas
+(``segmentation_loss``): ``"structure"`` as in the official TransFuse ISIC script: the PraNet structure
+loss (boundary-weighted BCE + weighted IoU) on ``map_2``, ``map_1`` and ``map_x`` with weights
+0.5 / 0.3 / 0.2; Adam with betas
 (0.5, 0.999), learning rate 7e-5 and gradient clipping at norm 2.0. Models without TransFuse's
 auxiliary heads (``"dice_ce"``: the MONAI U-Net baseline) train with MONAI's Dice + BCE loss under the same
 optimiser, so that the comparison differs only in the network. Validation metric: mean Dice of
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_medvit.io import read_image
-from napari_medvit.transforms.augment import augment_2d
 from napari_medvit.training.tasks import Task, call, nnunet_cases, read_dataset_json, split
+from napari_medvit.transforms.augment import augment_2d
 from napari_medvit.transforms.prepare import prepare_frame
 from napari_medvit.transforms.preprocessing import Preprocessing
 
@@ -80,7 +81,7 @@ def dice_score(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor
     """Mean Dice of ``sigmoid(model(x)) > 0.5`` (an empty mask predicted empty counts 1)."""
     model.eval()
     scores = []
-    for x, m in zip(images, masks):
+    for x, m in zip(images, masks, strict=True):
         pred = (torch.sigmoid(model(x[None])) > 0.5).float()[0]
         inter, total = float((pred * m).sum()), float(pred.sum() + m.sum())
         scores.append(1.0 if total == 0 else 2 * inter / total)
@@ -98,7 +99,10 @@ class Segment2DTask(Task):
         cases = load_cases(dataset)
         train_idx, val_idx = split([c[0] for c in cases], val_fraction, seed)
         pre = self.config.preprocessing
-        self.size = tuple(size or pre.resize or (192, 256))
+        size = tuple(size or pre.resize or (192, 256))
+        if len(size) != 2:
+            raise ValueError(f"{self.spec.name} trains on 2D frames: size must have 2 entries, got {size}")
+        self.size = (int(size[0]), int(size[1]))
         self.train_ids = [cases[i][0] for i in train_idx]
         self.val_ids = [cases[i][0] for i in val_idx]
         n_in = self.spec.in_chans

@@ -248,6 +248,11 @@ class PatchTraining:
                    else {})}
 
 
+def _pad_to(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Zero (background) padding of the last two axes, at their ends, to ``h`` x ``w``."""
+    return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]))
+
+
 class PlaneTraining:
     """TrUE-Net: per plane and case ``slices_per_case`` slices (half through a foreground voxel), the mean
     of the three plane networks' cross-entropy, Adam (eps 1e-4)."""
@@ -279,12 +284,8 @@ class PlaneTraining:
             samples = self.task.samples(pipeline, idx, gen)
             h = max(s["image"].shape[-2] for s in samples)
             w = max(s["image"].shape[-1] for s in samples)
-
-            def fit(t: torch.Tensor) -> torch.Tensor:  # zero (background) padding to the batch's largest slice
-                return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]))
-
-            out[plane] = (torch.stack([fit(s["image"]) for s in samples]).float().to(self.task.device),
-                          torch.stack([fit(s["label"]) for s in samples]).long().to(self.task.device))
+            out[plane] = (torch.stack([_pad_to(s["image"], h, w) for s in samples]).float().to(self.task.device),
+                          torch.stack([_pad_to(s["label"], h, w) for s in samples]).long().to(self.task.device))
         return out
 
     def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -299,7 +300,8 @@ class PlaneTraining:
         return {}
 
 
-TRAINING = {"patches": PatchTraining, "planes": PlaneTraining}  # by the adapter's ``volume_training``
+# by the adapter's ``volume_training``
+TRAINING: dict[str, type[PatchTraining | PlaneTraining]] = {"patches": PatchTraining, "planes": PlaneTraining}
 KEYS = ["image", "label"]
 
 

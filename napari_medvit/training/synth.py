@@ -27,6 +27,7 @@ calls with different seeds may share a frame only with negligible probability).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ def write_endoscopy(out: str | Path, n: int, seed: int = 0, shape: tuple[int, in
     meta = ImageMeta.identity(2, rgb=True)
     n_polyps = []
     indices = _indices(n, cases)
-    for i, frame in zip(indices, generate_endoscopy_dataset(n, seed, tuple(shape), workers=workers, cases=indices)):
+    frames = generate_endoscopy_dataset(n, seed, shape, workers=workers, cases=indices)
+    for i, frame in zip(indices, frames, strict=True):
         case = f"synth-{seed}-{i:04d}"
         prov = {"generator": "napari_medvit.synthetic.generate_endoscopy_frame", "seed": frame.seed,
                 "shape": list(shape), "synthetic": True}
@@ -112,7 +114,8 @@ def write_brain(out: str | Path, n: int, seed: int = 0, spacing: float = 2.0, *,
     _fresh(folder)
     volumes = []
     indices = _indices(n, cases)
-    for i, case in zip(indices, generate_brain_dataset(n, seed, spacing=spacing, workers=workers, cases=indices)):
+    subjects = generate_brain_dataset(n, seed, spacing=spacing, workers=workers, cases=indices)
+    for i, case in zip(indices, subjects, strict=True):
         meta = brain_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_brain_case", "seed": case.seed,
                 "spacing": spacing, "synthetic": True, "lesion_volume_ml": case.params.get("lesion_volume_ml")}
@@ -134,7 +137,7 @@ def write_dementia(out: str | Path, n: int, seed: int = 0, *, workers: int = 1, 
     _fresh(folder)
     labels = []
     indices = _indices(n, cases)
-    for i, case in zip(indices, generate_dementia_dataset(n, seed, workers=workers, cases=indices)):
+    for i, case in zip(indices, generate_dementia_dataset(n, seed, workers=workers, cases=indices), strict=True):
         meta = dementia_case_meta(case)
         prov = {"generator": "napari_medvit.synthetic.generate_dementia_case", "seed": case.seed, "synthetic": True}
         export_class_label(folder, f"synth-{seed}-{i:04d}", case.label, image=case.image, meta=meta,
@@ -154,7 +157,8 @@ def write_synthetic(kind: str, out: str | Path, n: int, seed: int = 0, *, worker
 
     from napari_medvit.io import atomic_write
 
-    writers = {"endoscopy": write_endoscopy, "brain": write_brain, "dementia": write_dementia}
+    writers: dict[str, Callable[..., dict[str, Any]]] = {"endoscopy": write_endoscopy, "brain": write_brain,
+                                                         "dementia": write_dementia}
     if kind not in writers:
         raise ValueError(f"unknown synthetic dataset {kind!r}; choose one of {KINDS}")
     summary = writers[kind](out, n, seed, workers=workers, cases=cases, **options)

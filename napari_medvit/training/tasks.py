@@ -82,9 +82,9 @@ def nnunet_cases(root: Path, info: dict[str, Any], ending: str, n_files: int) ->
     cases = [p.name[: -len(ending)] for p in label_files]
     for case in cases:
         for c in range(n_files):
-            image = root / "imagesTr" / f"{case}_{c:04d}{ending}"
-            if not image.is_file():
-                raise ValueError(f"{root}: case {case} has labels but no image {image.name} in imagesTr "
+            image_file = root / "imagesTr" / f"{case}_{c:04d}{ending}"
+            if not image_file.is_file():
+                raise ValueError(f"{root}: case {case} has labels but no image {image_file.name} in imagesTr "
                                  f"(the folder's files disagree with each other); export the case again or remove "
                                  f"labelsTr/{case}{ending}")
     stated = info.get("numTraining")

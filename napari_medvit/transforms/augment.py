@@ -19,7 +19,8 @@ def _rand(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def flips(x: torch.Tensor, targets: list[torch.Tensor], gen: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def flips(x: torch.Tensor, targets: list[torch.Tensor],
+          gen: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Flip each sample left-right and up-down with probability 0.5 each (image and targets alike)."""
     for dim in (-1, -2):
         flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def scale_to_unit(image: np.ndarray, *, rgb: bool = False, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def scale_to_unit(image: np.ndarray, *, rgb: bool = False,
+                  percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
     """Map an image to float32 in [0, 1].
 
     8-bit images (and RGB of any integer type) are divided by their type's maximum, so a frame

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int, axes: tuple[int, ...]) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
+def pad_to_multiple(image: np.ndarray, multiple: int,
+                    axes: tuple[int, ...]) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
     """Zero-pad ``axes`` at their end up to a multiple of ``multiple``; returns (padded, pad widths)."""
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
@@ -58,8 +59,8 @@ def to_model_grid(volume: np.ndarray, affine: np.ndarray, axcodes: str | None, p
     spacing = np.linalg.norm(new_aff[:3, :3], axis=0)
     shape = oriented.shape[1:]
     if pixdim:
-        out_shape = tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, pixdim))
-        factors = [o / n for o, n in zip(out_shape, shape)]
+        out_shape = tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, pixdim, strict=True))
+        factors = [o / n for o, n in zip(out_shape, shape, strict=True)]
         oriented = np.stack([zoom(v, factors, order=order, mode="nearest", grid_mode=True) for v in oriented])
     undo = {"transform": transform, "oriented_shape": shape, "spatial": spatial}
     return oriented.reshape((*lead, *oriented.shape[1:])), undo
@@ -72,10 +73,10 @@ def from_model_grid(result: np.ndarray, undo: dict, order: int = 0) -> np.ndarra
 
     shape = tuple(undo["oriented_shape"])
     if result.shape != shape:
-        factors = [o / n for o, n in zip(shape, result.shape)]
+        factors = [o / n for o, n in zip(shape, result.shape, strict=True)]
         result = zoom(result, factors, order=order, mode="nearest", grid_mode=True)
         if result.shape != shape:  # rounding of the zoom output: crop or pad by edge values
-            result = np.pad(result, [(0, max(s - r, 0)) for s, r in zip(shape, result.shape)], mode="edge")
+            result = np.pad(result, [(0, max(s - r, 0)) for s, r in zip(shape, result.shape, strict=True)], mode="edge")
             result = result[tuple(slice(0, s) for s in shape)]
     inverse = _invert_ornt(undo["transform"])
     back = nio.apply_orientation(result, inverse)

@@ -19,7 +19,7 @@ def tabular_names(features: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f["name"] for f in features] + [f["missing"] for f in features if f.get("missing")]
 
 
-def tabular_vector(features: Sequence[Mapping[str, Any]], values: Mapping[str, float | None]) -> np.ndarray:
+def tabular_vector(features: Sequence[Mapping[str, Any]], values: Mapping[str, Any]) -> np.ndarray:
     """Build the model input from ``values`` (name -> number, or None / NaN for missing).
 
     Raises ValueError naming an unknown name, a required value that is missing, or a value that is
@@ -37,7 +37,7 @@ def tabular_vector(features: Sequence[Mapping[str, Any]], values: Mapping[str, f
             raise ValueError(f"tabular feature {f['name']!r} is required (it has no missing-value indicator)")
         if not missing:
             try:
-                v = float(v)  # type: ignore[arg-type]
+                v = float(v)
             except (TypeError, ValueError):
                 raise ValueError(f"tabular feature {f['name']!r} must be a number, got {v!r}") from None
             mean, std = float(f.get("mean", 0.0)), float(f.get("std", 1.0)) or 1.0

@@ -34,7 +34,7 @@ class ProbabilityChart(pg.PlotWidget):
                                      brush=pg.mkBrush(230, 120, 60, 200))
         self.addItem(self._bars)
         axis = self.getPlotItem().getAxis("left")
-        axis.setTicks([[(y, f"{name[:28]}  {p:.1%}") for y, (name, p) in zip(ys, self.items)]])
+        axis.setTicks([[(y, f"{name[:28]}  {p:.1%}") for y, (name, p) in zip(ys, self.items, strict=True)]])
         self.setYRange(-0.6, max(n - 0.4, 0.6), padding=0)
         self.getPlotItem().setTitle(title)
         self.show()

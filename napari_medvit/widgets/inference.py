@@ -94,7 +94,8 @@ def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndar
 class InferenceWidget(Container):
     """Image layer, model, checkpoint, device, precision; Run and Cancel; progress with ETA."""
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer, *, model: str = "transfuse_s", autorun: bool = False) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer, *, model: str = "transfuse_s",
+                 autorun: bool = False) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.predictor: Any = None

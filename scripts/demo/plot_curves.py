@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{i + 1:>5}  " + "  ".join(cells))
     common = min(len(h["epochs"]) for h in hist)
     best = [max(e["val_metric"] for e in h["epochs"][:common]) for h in hist]
-    print(f"best {metric} within the first {common} epochs: " + ", ".join(f"{lab} {b:.3f}" for lab, b in zip(labels, best)))
+    print(f"best {metric} within the first {common} epochs: "
+          + ", ".join(f"{lab} {b:.3f}" for lab, b in zip(labels, best, strict=True)))
     if args.to:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         import pyqtgraph as pg
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         plot.getAxis("left").enableAutoSIPrefix(False)
         plot.setYRange(0.0, 1.0, padding=0.02)
         colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
-        for k, (h, lab) in enumerate(zip(hist, labels)):
+        for k, (h, lab) in enumerate(zip(hist, labels, strict=True)):
             xs = [0] + [e["epoch"] for e in h["epochs"]]
             ys = [h["base_val_metric"]] + [e["val_metric"] for e in h["epochs"]]
             plot.plot(xs, ys, name=lab, pen=pg.mkPen(colours[k % 4], width=2.5), symbol="o", symbolSize=6,

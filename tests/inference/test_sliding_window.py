@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-
 from dataclasses import replace
 
 import numpy as np

@@ -162,7 +162,8 @@ def test_dicom_text_in_numeric_tags_is_an_error_naming_file_and_tag(keyword: str
     assert value in str(error)
 
 
-@pytest.mark.parametrize(("keyword", "value", "default"), [("PixelSpacing", "abc\\1", True), ("PixelSpacing", "0\\0", True),
+@pytest.mark.parametrize(("keyword", "value", "default"), [("PixelSpacing", "abc\\1", True),
+                                                      ("PixelSpacing", "0\\0", True),
                                                       ("SliceThickness", "abc", False)])
 def test_dicom_spacing_tags_that_are_not_numbers_are_named_in_a_warning(
         keyword: str, value: str, default: bool, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import SwinUNETR, UNETR
+from monai.networks.nets import UNETR, SwinUNETR
 
 from napari_medvit.inference import Predictor
 from napari_medvit.io import read_image

@@ -20,7 +20,8 @@ def test_round_trip_with_manifest_rebuilds_the_configuration(tmp_path: Path, suf
     path = save_checkpoint(model, tmp_path / f"m{suffix}",
                            Manifest(arch="transfuse_tiny", config=model.config, class_names=["background", "polyp"]))
     state, manifest, digest = read_checkpoint(path)
-    assert manifest is not None and manifest.arch == "transfuse_tiny" and manifest.class_names == ["background", "polyp"]
+    assert manifest is not None
+    assert manifest.arch == "transfuse_tiny" and manifest.class_names == ["background", "polyp"]
     assert len(digest) == 64 and len(manifest.weights_sha256) == 64
     again = create_model("transfuse_tiny", checkpoint=path)  # config comes from the manifest
     assert again.config["embed_dim"] == 32

@@ -12,8 +12,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -383,7 +384,8 @@ def test_bundle_config_file_that_is_not_a_json_object(tmp_path: Path, unet_state
     ({}, "contains no tensors"),
     ({"state_dict": "weights"}, "'state_dict' entry is a str"),
     ({"model.0.conv.weight": torch.zeros(1), "epoch": 3}, "holds an int under 'epoch'"),
-    ({"state_dict": {"a.weight": torch.zeros(1), "b.weight": [1.0]}}, "'state_dict' entry holds a list under 'b.weight'"),
+    ({"state_dict": {"a.weight": torch.zeros(1), "b.weight": [1.0]}},
+     "'state_dict' entry holds a list under 'b.weight'"),
 ])
 def test_bundle_weights_that_are_not_a_state_dict(tmp_path: Path, weights: Any, expected: str) -> None:
     bundle = _bundle(tmp_path / "w", weights)

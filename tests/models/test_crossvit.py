@@ -45,7 +45,7 @@ def test_tiny_forward_averages_the_two_branch_heads() -> None:
     with torch.no_grad():
         logits = model(x)
         xs = model.forward_features(x)
-        per_branch = [head(t[:, 0]) for head, t in zip(model.head, xs)]
+        per_branch = [head(t[:, 0]) for head, t in zip(model.head, xs, strict=True)]
     assert logits.shape == (2, 3)
     torch.testing.assert_close(logits, (per_branch[0] + per_branch[1]) / 2)
     assert [t.shape[1] for t in xs] == [401, 197]  # S: 20x20 + CLS, L: 14x14 + CLS

@@ -85,14 +85,16 @@ def test_official_checkpoint_layout_loads_strictly(tmp_path: Path) -> None:
     assert len(layout) == 598
     g = torch.Generator().manual_seed(0)
     state = {
-        k: torch.zeros(shape, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(shape, generator=g)
+        k: (torch.zeros(shape, dtype=torch.long) if k.endswith("num_batches_tracked")
+            else torch.randn(shape, generator=g))
         for k, shape in layout.items()
     }
     path = tmp_path / "TransFuse-19_best.pth"
     torch.save(state, path)  # a plain state_dict, as the official training script saves it
     model = create_model("transfuse_s", checkpoint=path)
     loaded = model.state_dict()
-    for k in ("transformer.pos_embed", "up_c.spatial.conv.weight", "up_c_2_2.attn_block.psi.0.weight", "resnet.layer3.5.bn2.running_var"):
+    for k in ("transformer.pos_embed", "up_c.spatial.conv.weight", "up_c_2_2.attn_block.psi.0.weight",
+              "resnet.layer3.5.bn2.running_var"):
         torch.testing.assert_close(loaded[k], state[k])
     assert model.checkpoint_info.trained
     assert len(model.checkpoint_info.file_sha256) == 64

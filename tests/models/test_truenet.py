@@ -28,7 +28,8 @@ def test_published_weight_files_load_from_a_folder(tmp_path: Path) -> None:
     for k, v in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     (tmp_path / "Truenet_MWSC_FLAIR_T1_coronal.pth").unlink()
-    with pytest.raises(CheckpointError, match="a folder checkpoint must be a MONAI bundle .* or TrUE-Net's three files"):
+    with pytest.raises(CheckpointError,
+                       match="a folder checkpoint must be a MONAI bundle .* or TrUE-Net's three files"):
         create_model("truenet", init_channels=8, checkpoint=tmp_path)
 
 
@@ -44,7 +45,8 @@ def test_ensemble_averages_the_three_planes() -> None:
     torch.testing.assert_close(planes[0][:, :, 5], single)
     torch.testing.assert_close(log_mean.exp(), sum(planes) / 3, atol=1e-6, rtol=1e-5)
 
-    pred = Predictor(model, device="cpu").predict(np.random.default_rng(0).normal(size=(2, 12, 20, 16)).astype(np.float32))
+    volume = np.random.default_rng(0).normal(size=(2, 12, 20, 16)).astype(np.float32)
+    pred = Predictor(model, device="cpu").predict(volume)
     assert pred.labels.shape == (12, 20, 16) and pred.provenance["windows"] == 1
 
 

@@ -72,7 +72,7 @@ def test_same_subject_at_every_spacing() -> None:
     ka = [le["kind"] for le in a.params["lesions"]]
     assert ka == [le["kind"] for le in b.params["lesions"]]
     # lesion centres are the same RAS points
-    for la, lb in zip(a.params["lesions"], b.params["lesions"]):
+    for la, lb in zip(a.params["lesions"], b.params["lesions"], strict=True):
         ra = a.affine @ np.r_[la["centre_zyx"], 1.0]
         rb = b.affine @ np.r_[lb["centre_zyx"], 1.0]
         np.testing.assert_allclose(ra, rb, atol=1e-6)
@@ -267,7 +267,7 @@ def test_dataset_distinct_seeds_and_deterministic() -> None:
     a = generate_brain_dataset(3, seed=9, spacing=4.0)
     b = generate_brain_dataset(3, seed=9, spacing=4.0)
     assert len(a) == 3 and len({c.seed for c in a}) == 3
-    for ca, cb in zip(a, b):
+    for ca, cb in zip(a, b, strict=True):
         assert ca.seed == cb.seed
         np.testing.assert_array_equal(ca.flair, cb.flair)
         np.testing.assert_array_equal(ca.mask, generate_brain_case(ca.seed, spacing=4.0).mask)

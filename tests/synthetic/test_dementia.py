@@ -185,7 +185,7 @@ def test_biomarkers_follow_the_latent_pathology(cohort: list[DementiaCase]) -> N
 
 def test_class_balance(cohort: list[DementiaCase]) -> None:
     share = np.array([np.mean([c.label == k for c in cohort]) for k in CLASSES])
-    assert np.all(share >= 0.2) and np.all(share <= 0.5), dict(zip(CLASSES, share))
+    assert np.all(share >= 0.2) and np.all(share <= 0.5), dict(zip(CLASSES, share, strict=True))
     flipped = np.mean([c.params["label_flipped"] for c in cohort])
     assert flipped <= 0.12
     clean_ok = [c.label == c.params["clean_label"] for c in cohort if not c.params["label_flipped"]]

@@ -204,7 +204,7 @@ def test_dataset_distinct_seeds_and_deterministic() -> None:
     b = generate_endoscopy_dataset(4, seed=9, shape=(128, 160))
     assert len(a) == 4
     assert len({f.seed for f in a}) == 4
-    for fa, fb in zip(a, b):
+    for fa, fb in zip(a, b, strict=True):
         assert fa.seed == fb.seed
         np.testing.assert_array_equal(fa.image, fb.image)
         np.testing.assert_array_equal(fa.image, generate_endoscopy_frame(fa.seed, (128, 160)).image)

@@ -10,11 +10,11 @@ from napari_medvit.io import ImageMeta
 from napari_medvit.models import create_model, get_spec
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.classify import ClassifyTask, accuracy, balanced_accuracy, class_names_for
-from napari_medvit.transforms.augment import augment_3d
 from napari_medvit.training.export import export_class_label
 from napari_medvit.training.finetune import FinetuneConfig, finetune
 from napari_medvit.training.tasks import split
 from napari_medvit.transforms import tabular_vector
+from napari_medvit.transforms.augment import augment_3d
 
 
 def run(cfg: FinetuneConfig):
@@ -119,7 +119,7 @@ def test_crossvit_learns_bright_vs_dark_and_the_promoted_checkpoint_reloads(fram
 
     task = ClassifyTask(frames, model, torch.device("cpu"), val_fraction=0.34, seed=0, size=None, augment="none")
     predictor = Predictor(model, device="cpu")
-    for case, x in zip(task.val_ids, task.xs_v):
+    for case, x in zip(task.val_ids, task.xs_v, strict=True):
         image, meta = read_image(frames / "images" / f"{case}.png")
         probs = predictor.predict(image, meta).probabilities
         expected = torch.softmax(model(x[None]), dim=-1)[0].detach().numpy()
@@ -178,7 +178,6 @@ def test_daft_trains_one_epoch_on_volumes_with_missing_tabular_values(volumes: P
 def test_daft_inputs_match_the_predictors(volumes: Path, tmp_path: Path) -> None:
     from napari_medvit.inference.predictor import Predictor
     from napari_medvit.io import read_image
-
     from napari_medvit.models.checkpoint import Manifest, save_checkpoint
 
     trained = tmp_path / "daft.safetensors"  # a trained base keeps its own tabular encoding
@@ -189,7 +188,7 @@ def test_daft_inputs_match_the_predictors(volumes: Path, tmp_path: Path) -> None
     assert task.preprocessing == {}
     assert tuple(task.xs_v.shape[2:]) == (64, 64, 64)
     predictor = Predictor(model, device="cpu")
-    for case, x, tab in zip(task.val_ids, task.xs_v, task.tab_v):
+    for case, x, tab in zip(task.val_ids, task.xs_v, task.tab_v, strict=True):
         image, meta = read_image(volumes / "images" / f"{case}.nii.gz")
         probs = predictor.predict(image, meta, tabular=daft_row(int(case.split("-")[1]))).probabilities
         expected = torch.softmax(model(x[None], tab[None]), dim=-1)[0].detach().numpy()
@@ -251,7 +250,7 @@ def test_resnet3d_inputs_match_the_predictors(volumes: Path) -> None:
     seen = []
     handle = model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     try:
-        for case, x in zip(task.val_ids, task.xs_v):
+        for case, x in zip(task.val_ids, task.xs_v, strict=True):
             image, meta = read_image(volumes / "images" / f"{case}.nii.gz")
             probs = predictor.predict(image, meta).probabilities
             torch.testing.assert_close(seen[-1], x[None])  # the very tensor the predictor feeds the model

@@ -79,7 +79,7 @@ def test_shard_is_distributed_sampler_semantics() -> None:
     assert shard(order, 3, 0, 1) == [[7, 3, 5], [0, 6, 1], [4, 2]]
     # two processes with b=2: step k of both ranks together is step k of one process with b=4
     r0, r1 = shard(order, 2, 0, 2), shard(order, 2, 1, 2)
-    assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(order[0:4]), sorted(order[4:8])]
+    assert [sorted(a + b) for a, b in zip(r0, r1, strict=True)] == [sorted(order[0:4]), sorted(order[4:8])]
     # 5 cases on 2 ranks: padded by repeating the start, the same number of equal batches everywhere
     r0, r1 = shard([4, 2, 0, 1, 3], 2, 0, 2), shard([4, 2, 0, 1, 3], 2, 1, 2)
     assert r0 == [[4, 0], [3]] and r1 == [[2, 1], [4]]

@@ -17,7 +17,7 @@ def test_matcher_finds_the_obvious_assignment() -> None:
     out = _outputs(preds, torch.tensor([0, 1, 0]))
     targets = [{"labels": torch.tensor([1, 0]), "boxes": torch.tensor([[0.71, 0.69, 0.2, 0.2], [0.21, 0.2, 0.1, 0.1]])}]
     (rows, cols), = HungarianMatcher()(out, targets)
-    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 1, 1: 0}
+    assert dict(zip(rows.tolist(), cols.tolist(), strict=True)) == {0: 1, 1: 0}
 
 
 def test_perfect_predictions_have_near_zero_loss_and_aux_layers_are_counted() -> None:
@@ -28,7 +28,8 @@ def test_perfect_predictions_have_near_zero_loss_and_aux_layers_are_counted() ->
     losses = SetCriterion(num_classes=2)(out, [{"labels": labels, "boxes": boxes}])
     assert losses["loss_bbox"] < 1e-6 and losses["loss_giou"] < 1e-6 and losses["loss_ce"] < 1e-6
     assert losses["loss_bbox_0"] > 0.1  # the shifted auxiliary boxes cost something
-    expected = sum(w * (losses[k] + losses[f"{k}_0"]) for k, w in {"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}.items())
+    weights = {"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}
+    expected = sum(w * (losses[k] + losses[f"{k}_0"]) for k, w in weights.items())
     torch.testing.assert_close(losses["loss"], expected)
 
 

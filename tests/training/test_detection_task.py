@@ -13,7 +13,13 @@ from napari_medvit.io import ImageMeta
 from napari_medvit.models import create_model, get_spec
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.detection import (
-    DetectTask, augment_boxes, average_precision_50, detections, normalised_boxes, read_coco)
+    DetectTask,
+    augment_boxes,
+    average_precision_50,
+    detections,
+    normalised_boxes,
+    read_coco,
+)
 from napari_medvit.training.export import export_boxes_coco
 from napari_medvit.training.finetune import FinetuneConfig, finetune
 from napari_medvit.training.tasks import task_class
@@ -144,7 +150,8 @@ def test_ap50_of_known_detections() -> None:
               "scores": np.array([0.9, 0.95])}, perfect[1]]
     ap, per_class = average_precision_50(worse, gt, ["polyp", "other"])
     assert ap == pytest.approx(0.5) and list(per_class) == ["polyp"]  # "other" has no boxes: no AP, not averaged
-    shifted = [{"boxes": np.array([[20.0, 20, 40, 40]]), "labels": np.array([0]), "scores": np.array([0.9])}, perfect[1]]
+    shifted = [{"boxes": np.array([[20.0, 20, 40, 40]]), "labels": np.array([0]), "scores": np.array([0.9])},
+               perfect[1]]
     assert average_precision_50(shifted, gt, ["polyp"])[0] == pytest.approx(0.0)  # IoU 1/7 < 0.5
     wrong_class = [{"boxes": np.array([[11.0, 10, 30, 31]]), "labels": np.array([1]), "scores": np.array([0.9])},
                    perfect[1]]

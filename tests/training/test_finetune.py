@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,14 @@ from napari_medvit.io import ImageMeta
 from napari_medvit.synthetic import generate_endoscopy_frame
 from napari_medvit.training.export import export_case
 from napari_medvit.training.finetune import (
-    MIN_VALIDATION_CASES, FinetuneConfig, ResumeError, active_checkpoint, finetune, rollback, split)
+    MIN_VALIDATION_CASES,
+    FinetuneConfig,
+    ResumeError,
+    active_checkpoint,
+    finetune,
+    rollback,
+    split,
+)
 from napari_medvit.training.seg2d import structure_loss
 
 
@@ -225,7 +231,8 @@ def test_a_damaged_epoch_checkpoint_is_named_with_the_epoch_to_use_instead(datas
     good = (out / "epoch_001.pt").read_bytes()
     (out / "epoch_002.pt").write_bytes(good[: len(good) // 2])  # a copy cut short: the newest file is damaged
     cfg.epochs, cfg.resume = 3, True
-    with pytest.raises(ResumeError, match=r"epoch_002\.pt: cannot resume.*damaged.*earlier epoch_001\.pt is still there"):
+    with pytest.raises(ResumeError,
+                       match=r"epoch_002\.pt: cannot resume.*damaged.*earlier epoch_001\.pt is still there"):
         run(cfg)
     (out / "epoch_002.pt").unlink()
     (out / "epoch_001.pt").write_bytes(good[:100])

@@ -78,7 +78,8 @@ def test_package_writes_fp16_demo_weights_with_the_metric_a_user_gets(endo: Path
     from napari_medvit.training.synth import regenerate
 
     again = regenerate(recipe, tmp_path / "again")
-    for a, b in zip(sorted((endo / "segmentation" / "labelsTr").iterdir()), sorted((again / "labelsTr").iterdir())):
+    for a, b in zip(sorted((endo / "segmentation" / "labelsTr").iterdir()), sorted((again / "labelsTr").iterdir()),
+                    strict=True):
         assert a.name == b.name and a.read_bytes() == b.read_bytes()
     loaded = create_model("transfuse_tiny", checkpoint=out)  # what the viewer loads: the recorded metric exactly
     assert evaluate_folder(endo / "segmentation", loaded, size=(64, 64))["value"] == pytest.approx(test["value"],
@@ -103,7 +104,7 @@ def test_synth_workers_write_the_same_frames_as_one_process(endo: Path, tmp_path
     assert main(["synth", "endoscopy", "--out", str(tmp_path / "par"), "--n", "6", "--seed", "3", "--shape", "64", "80",
                  "--workers", "2"]) == 0
     for a, b in zip(sorted((endo / "segmentation" / "imagesTr").iterdir()),
-                    sorted((tmp_path / "par" / "segmentation" / "imagesTr").iterdir())):
+                    sorted((tmp_path / "par" / "segmentation" / "imagesTr").iterdir()), strict=True):
         assert a.name == b.name and a.read_bytes() == b.read_bytes()
     with pytest.raises(ValueError, match="workers"):
         generate_endoscopy_dataset(2, 0, (64, 80), workers=0)
@@ -165,7 +166,7 @@ def test_synth_dementia_writes_daft_rows_a_daft_task_reads(tmp_path: Path) -> No
     cases = generate_dementia_dataset(3, 2)
     rows = read_labels(root / "classification")
     assert [r["label"] for r in rows] == [c.label for c in cases]
-    for row, case in zip(rows, cases):
+    for row, case in zip(rows, cases, strict=True):
         for name, value in case.tabular.items():
             assert row[name] == ("" if value is None else str(value))
     assert ClassifyTask.model_overrides(root / "classification", get_spec("daft")) == {}  # DAFT's own 3 classes

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medvit.transforms.preprocessing import Preprocessing
 from napari_medvit.transforms.prepare import (
     prepare_frame,
     prepare_frames,
@@ -16,6 +15,7 @@ from napari_medvit.transforms.prepare import (
     restore_volume,
     unit_frames,
 )
+from napari_medvit.transforms.preprocessing import Preprocessing
 
 RGB = Preprocessing.from_dict({"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.1], "color": "rgb", "size_multiple": 32})
 

@@ -23,7 +23,8 @@ def test_correct_export_finetune_promote_and_the_prediction_moves_toward_the_cor
         make_napari_viewer, qtbot, tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = create_model("transfuse_tiny")
-    base_ckpt = save_checkpoint(base, tmp_path / "base.safetensors", Manifest(arch="transfuse_tiny", config=base.config))
+    base_ckpt = save_checkpoint(base, tmp_path / "base.safetensors",
+                                Manifest(arch="transfuse_tiny", config=base.config))
     viewer = make_napari_viewer()
     _, runner = viewer.window.add_plugin_dock_widget("napari-medvit", "MedViT inference")
     runner.use_checkpoint(base_ckpt)

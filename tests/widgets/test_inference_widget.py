@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from napari.layers import Image, Labels
 
 from napari_medvit._layers import PREDICTION_KEY
@@ -137,9 +136,10 @@ def test_a_bad_checkpoint_is_reported_and_napari_stays_up(make_napari_viewer, qt
     assert widget.run_button.enabled
 
 
-def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
-    from napari_medvit.models import create_model
+def test_bundled_checkpoints_are_offered_per_model_and_used(make_napari_viewer, qtbot, tmp_path: Path,
+                                                            monkeypatch) -> None:
     from napari_medvit.models import checkpoint as ckpt
+    from napari_medvit.models import create_model
     from napari_medvit.models import manifest as manifest_module
 
     torch.manual_seed(3)
@@ -364,7 +364,8 @@ def test_two_modalities_from_two_layers(make_napari_viewer, qtbot, monkeypatch) 
     wait_done(qtbot, widget)
     assert widget.status.value.startswith("done"), widget.status.value
     (mask,) = outputs(viewer)
-    assert mask.data.shape == (20, 30, 26) and list(mask.features["class"]) == ["background", "white-matter hyperintensity"]
+    assert mask.data.shape == (20, 30, 26)
+    assert list(mask.features["class"]) == ["background", "white-matter hyperintensity"]
     np.testing.assert_allclose(mask.scale, flair.scale)
 
     widget.model.value = "transfuse_tiny"
