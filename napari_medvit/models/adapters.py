@@ -12,8 +12,9 @@ the overlays and the fine-tuning tasks ask the adapter, never the family's name:
 - :attr:`ModelAdapter.class_count_arg` — the factory argument holding the number of outputs, which
   fine-tuning sets when the data defines other classes; :meth:`ModelAdapter.num_outputs`;
 - loss variants: :attr:`ModelAdapter.segmentation_loss` (2D: ``"structure"`` for TransFuse's deep
-  supervision, ``"dice_ce"``), :attr:`ModelAdapter.label_smoothing` (classification),
-  :attr:`ModelAdapter.volume_training` (3D: ``"patches"``, or ``"planes"`` for TrUE-Net's plane networks),
+  supervision of the heads :meth:`ModelAdapter.supervised_heads` names, ``"dice_ce"``),
+  :attr:`ModelAdapter.label_smoothing` (classification), :attr:`ModelAdapter.volume_training`
+  (3D: ``"patches"``, or ``"planes"`` for TrUE-Net's plane networks),
   :meth:`ModelAdapter.check_patch_size` (a training patch the network cannot train on);
 - :meth:`ModelAdapter.head_prefixes` — the class head's state-dict prefixes (``create_model(new_head=True)``).
 
@@ -68,6 +69,10 @@ class ModelAdapter:
         """Which of the explainer's captured maps is visible when a run's layers are added (None: none)."""
         return None
 
+    def supervised_heads(self, out: Any) -> list[tuple[float, torch.Tensor]]:
+        """(weight, logits) of each head a ``"structure"`` loss supervises, from ``model.forward_all(x)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no deeply supervised heads")
+
     def num_outputs(self, model: nn.Module) -> int | None:
         """The number of classes the model's head scores (None when it cannot be told)."""
         config = getattr(model, "config", None) or {}
@@ -114,6 +119,10 @@ class TransFuseAdapter(SegmentationAdapter):
             maps.append(MapOutput(f"attention gate 1/{x.shape[-2] // m.shape[-2]}", m,
                                   description="attention gate psi of the fused features (Oktay et al.)"))
         return out["map_2"], maps
+
+    def supervised_heads(self, out: Any) -> list[tuple[float, torch.Tensor]]:
+        """The official ISIC script's deep supervision: map_2, map_1 and map_x weighted 0.5 / 0.3 / 0.2."""
+        return [(0.5, out["map_2"]), (0.3, out["map_1"]), (0.2, out["map_x"])]
 
 
 class ClassifierAdapter(ModelAdapter):

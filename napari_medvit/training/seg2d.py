@@ -39,9 +39,9 @@ def structure_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (wbce + wiou).mean()
 
 
-def transfuse_loss(out: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    return 0.5 * structure_loss(out["map_2"], mask) + 0.3 * structure_loss(out["map_1"], mask) + \
-        0.2 * structure_loss(out["map_x"], mask)
+def deep_supervision_loss(heads: list[tuple[float, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+    """The weighted sum of the structure loss of every supervised head (the adapter's ``supervised_heads``)."""
+    return torch.stack([weight * structure_loss(logits, mask) for weight, logits in heads]).sum()
 
 
 def load_cases(dataset: str | Path) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
@@ -122,7 +122,8 @@ class Segment2DTask(Task):
         x, m = batch
         if not self.deep_supervision:
             return self.dice_ce(model(x), m)
-        return transfuse_loss(call(model, "forward_all", x), m)
+        heads = self.config.adapter.supervised_heads(call(model, "forward_all", x))
+        return deep_supervision_loss(heads, m)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> float:

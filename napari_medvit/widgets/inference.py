@@ -144,20 +144,7 @@ class InferenceWidget(Container):
         self.head.changed.connect(self._show_head)
         self._attention_layers: dict[str, Layer] = {}
 
-        self.run_button.changed.connect(lambda: self.run())
-        self.cancel_button.changed.connect(self.cancel)
-        self.checkpoint.changed.connect(self._update_weights_info)
-        self.weights.changed.connect(self._update_weights_info)
-        self.checkpoint.changed.connect(self._update_tabular_panel)
-        self.weights.changed.connect(self._update_tabular_panel)
-        self.image.changed.connect(self._fill_tabular_from_layer)
-        self.model.changed.connect(self._prefer_bundled)
-        for event in (self.model.changed, self.weights.changed, self.checkpoint.changed):
-            event.connect(self._apply_score_threshold)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
-                      napari_viewer.layers.events.reordered):
-            event.connect(self._refresh_images)
-        napari_viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._connect_callbacks()
         self._prefer_bundled()
         self._update_weights_info()
         self._apply_score_threshold()
@@ -175,6 +162,23 @@ class InferenceWidget(Container):
             from qtpy.QtCore import QTimer
 
             QTimer.singleShot(0, self.run)
+
+    def _connect_callbacks(self) -> None:
+        """The dock's own widgets and the viewer's layer list drive the dock's state."""
+        self.run_button.changed.connect(lambda: self.run())
+        self.cancel_button.changed.connect(self.cancel)
+        self.checkpoint.changed.connect(self._update_weights_info)
+        self.weights.changed.connect(self._update_weights_info)
+        self.checkpoint.changed.connect(self._update_tabular_panel)
+        self.weights.changed.connect(self._update_tabular_panel)
+        self.image.changed.connect(self._fill_tabular_from_layer)
+        self.model.changed.connect(self._prefer_bundled)
+        for event in (self.model.changed, self.weights.changed, self.checkpoint.changed):
+            event.connect(self._apply_score_threshold)
+        layers = self.viewer.layers
+        for event in (layers.events.inserted, layers.events.removed, layers.events.reordered):
+            event.connect(self._refresh_images)
+        layers.selection.events.active.connect(self._follow_selection)
 
     # -- choices ------------------------------------------------------------------------------
     def _image_choices(self, *_: Any) -> list[tuple[str, Image]]:
