@@ -56,10 +56,15 @@ def _prefix(prediction: Prediction) -> str:
 
 
 def mask_layer_name(prediction: Prediction) -> str:
-    name = f"{_prefix(prediction)} mask"
+    return f"{_prefix(prediction)} mask{weights_tag(prediction)}"
+
+
+def weights_tag(prediction: Prediction) -> str:
+    """What a layer name says about the weights: `` [untrained]``, `` [demo weights]`` (shipped demo
+    checkpoints, trained on synthetic data only) or nothing (the user's own or official weights)."""
     if not prediction.provenance.get("trained", False):
-        name += " [untrained]"
-    return name
+        return " [untrained]"
+    return " [demo weights]" if prediction.provenance.get("demo_weights") else ""
 
 
 def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | None = None,
@@ -94,10 +99,6 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     return layers
 
 
-def _untrained(prediction: Prediction) -> str:
-    return "" if prediction.provenance.get("trained", False) else " [untrained]"
-
-
 def _mask_layer(prediction: Prediction, overlay: Any, metadata: dict[str, Any],
                 transform: dict[str, Any]) -> LayerDataTuple:
     kwargs: dict[str, Any] = {"name": mask_layer_name(prediction), "opacity": 0.5,
@@ -113,7 +114,7 @@ def _mask_layer(prediction: Prediction, overlay: Any, metadata: dict[str, Any],
 def _attention_layer(prediction: Prediction, overlay: Any, metadata: dict[str, Any],
                      transform: dict[str, Any]) -> LayerDataTuple:
     return (overlay.data, {
-        "name": f"{_prefix(prediction)} {overlay.name}{_untrained(prediction)}",
+        "name": f"{_prefix(prediction)} {overlay.name}{weights_tag(prediction)}",
         "colormap": "inferno",
         "blending": "additive",
         "opacity": 0.5,
@@ -275,7 +276,7 @@ def detection_layers(prediction: Prediction, *, threshold: float, query: int, he
     or draws rectangles; a drawn rectangle gets query -1 and the first non-background class."""
     transform = dict(transform or {})
     meta_entry = {META_KEY: source_metadata[META_KEY]} if source_metadata and META_KEY in source_metadata else {}
-    untrained = _untrained(prediction)
+    untrained = weights_tag(prediction)
     prefix = _prefix(prediction)
     provenance = {**prediction.provenance, "source_layer": source_name, "class_names": list(prediction.class_names)}
     rects, features = box_rectangles(prediction, threshold)

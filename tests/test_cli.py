@@ -14,18 +14,22 @@ def test_infer_writes_a_mask_with_the_image_geometry(tmp_path: Path, capsys) -> 
     src = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(data, affine), src)
     out = tmp_path / "mask.nii.gz"
-    assert main(["infer", str(src), "-o", str(out), "--model", "transfuse_tiny", "--device", "cpu", "-q"]) == 0
+    assert main(["infer", str(src), "-o", str(out), "--model", "transfuse_tiny", "--device", "cpu", "-q"]) == 2
+    assert "--model transfuse_tiny: no weights on this machine" in capsys.readouterr().err and not out.exists()
+    assert main(["infer", str(src), "-o", str(out), "--model", "transfuse_tiny", "--untrained", "--device", "cpu",
+                 "-q"]) == 0
     mask = nib.load(out)
     assert mask.shape == data.shape
     np.testing.assert_array_equal(mask.affine, nib.load(src).affine)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-    assert "untrained weights" in capsys.readouterr().out
+    output = capsys.readouterr()
+    assert "untrained weights" in output.out and "UNTRAINED (random) weights" in output.err
 
 
 def test_bad_input_is_a_message_and_exit_code_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"not a nifti")
-    assert main(["infer", str(bad), "-o", str(tmp_path / "m.nii.gz"), "--model", "transfuse_tiny"]) == 2
+    assert main(["infer", str(bad), "-o", str(tmp_path / "m.nii.gz"), "--model", "transfuse_tiny", "--untrained"]) == 2
     assert "broken.nii.gz" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "transfuse_s" in capsys.readouterr().out
@@ -205,3 +209,21 @@ def test_export_bad_inputs_are_messages_with_exit_code_2(tmp_path: Path, capsys)
                  "--dataset", ds]) == 2
     assert "['polyp'] not among the categories ['adenoma']" in capsys.readouterr().err
     assert not (tmp_path / "ds" / "annotations.json").exists()  # nothing was written by a refused export
+
+
+def test_infer_without_a_model_runs_the_best_transfuse_here_and_segments_the_sample(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    """No --model, no --checkpoint: the weights the viewer's one-click path uses (no untrained network)."""
+    from napari_medvit.io import read_image
+    from napari_medvit.models.manifest import bundled_dir
+
+    monkeypatch.setenv("MEDVIT_WEIGHTS_DIR", str(tmp_path / "no-weights-of-yours"))
+    frame = bundled_dir().parent / "endoscopy_polyp.png"
+    out = tmp_path / "mask.png"
+    assert main(["infer", str(frame), "-o", str(out), "--device", "cpu"]) == 0
+    output = capsys.readouterr()
+    assert "transfuse_demo with bundled: DEMO" in output.err and "untrained" not in output.out + output.err
+    mask = read_image(out)[0] > 0
+    truth = read_image(bundled_dir().parent / "endoscopy_polyp_mask.png")[0] > 0
+    dice = 2 * np.sum(mask & truth) / (np.sum(mask) + np.sum(truth))
+    assert dice >= 0.9, dice

@@ -2,8 +2,8 @@
 
     medvit [--debug] COMMAND ...                    # --debug: a traceback with every error message
     medvit models                                   # list registered models
-    medvit infer IMAGE -o MASK [--overwrite] [--model transfuse_s] [--checkpoint FILE] [--device auto]
-                 [--precision fp32]
+    medvit infer IMAGE -o MASK [--overwrite] [--model NAME] [--checkpoint FILE | --untrained] [--device auto]
+                 [--precision fp32]   # default: the best TransFuse with weights here (yours, else the demo's)
     medvit finetune EXPORT_DIR --out RUN_DIR [--model transfuse_s] [--epochs 10] [--resume | --overwrite]
                     [--config KEY=VALUE] [--max-minutes M]  # time budget: stop after the epoch that ends past M minutes
     torchrun --nproc_per_node N -m napari_medvit.cli finetune EXPORT_DIR --out RUN_DIR ...   # data-parallel
@@ -14,7 +14,7 @@
     medvit synth endoscopy --out DIR --n 300 [--seed 0] [--shape 288 384] [--workers 4]   # synthetic export folders
     medvit synth brain --out DIR --n 40 [--seed 0] [--spacing 2.0]          # FLAIR + T1 + lesion masks
     medvit synth dementia --out DIR --n 300 [--seed 0]                      # DAFT: volumes + tabular rows
-    medvit evaluate EXPORT_DIR --model M [--checkpoint FILE]     # the task's metric on every case of a folder
+    medvit evaluate EXPORT_DIR --model M [--checkpoint FILE | --untrained]  # the task's metric on every case
     medvit package RUN_DIR --test EXPORT_DIR --to FILE.safetensors [--overwrite] [--check-fraction 0.2]  # demo weights
 
 IMAGE is anything the plugin reads (NIfTI, DICOM file or series folder, PNG/JPG/TIF frame);
@@ -130,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="NIfTI / DICOM file or folder / PNG, JPG, TIF frame")
     p.add_argument("-o", "--output", required=True, help="mask file: .nii.gz, .nii or .png (not an input)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--model", default="transfuse_s")
-    p.add_argument("--checkpoint", default=None, help=".safetensors/.pt/.pth (default: untrained weights)")
+    p.add_argument("--model", default=None,
+                   help="registered model (default: the best TransFuse with weights here: yours, else the demo's)")
+    p.add_argument("--checkpoint", default=None,
+                   help=".safetensors/.pt/.pth (default: the model's weights in your weights folder, else shipped)")
+    p.add_argument("--untrained", action="store_true", help="run random weights on purpose (prints a warning)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("-q", "--quiet", action="store_true")
@@ -200,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score a model on every case of an export folder (the task's metric)")
     v.add_argument("dataset", help="export folder")
     v.add_argument("--model", required=True)
-    v.add_argument("--checkpoint", default=None)
+    v.add_argument("--checkpoint", default=None,
+                   help="default: the model's weights in your weights folder, else shipped")
+    v.add_argument("--untrained", action="store_true", help="score random weights on purpose (prints a warning)")
     v.add_argument("--size", type=_positive_int, nargs="+", default=None, help="input size (default: the model's)")
     v.add_argument("--device", default="cpu", choices=DEVICES)
     v.set_defaults(func=_evaluate)

@@ -14,6 +14,47 @@ from napari_medvit.cli._files import _check_output_file, _is_same_file, _read_in
 _MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
 
 
+def _choose_weights(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(model, checkpoint) as the viewer chooses them: ``--checkpoint`` when given; else the model's own
+    weights (the user's weights folder, then the shipped ones; without ``--model`` the best TransFuse the
+    installation has); untrained only with ``--untrained``, with a warning. ValueError when a model has none."""
+    from napari_medvit.models.weights import ONE_CLICK_TRANSFUSE, best_weights, default_weights, user_weights_dir
+
+    untrained = getattr(args, "untrained", False)
+    if args.checkpoint and untrained:
+        raise ValueError("--untrained runs random weights: it cannot be combined with --checkpoint")
+    if args.checkpoint:
+        return args.model or _checkpoint_arch(args.checkpoint) or ONE_CLICK_TRANSFUSE[-1], args.checkpoint
+    if untrained:
+        model = args.model or "transfuse_s"
+        print(f"medvit: warning: {model} runs with UNTRAINED (random) weights: its output shows no learned "
+              "content", file=sys.stderr)
+        return model, None
+    weights = default_weights(args.model) if args.model else best_weights()
+    if weights is None:
+        from napari_medvit.models import list_models
+        from napari_medvit.models.manifest import bundled_checkpoints
+
+        shipped = [n for n in list_models(include_test=False) if bundled_checkpoints(n)]
+        raise ValueError(f"--model {args.model or ', '.join(ONE_CLICK_TRANSFUSE)}: no weights on this machine; "
+                         f"give --checkpoint FILE (or put a .safetensors checkpoint in {user_weights_dir()}), "
+                         f"choose a model with shipped weights ({', '.join(shipped)}), or run random weights "
+                         "with --untrained")
+    if not getattr(args, "quiet", False):
+        print(f"medvit: {weights.model} with {weights.label} ({weights.path.name})", file=sys.stderr)
+    return weights.model, str(weights.path)
+
+
+def _checkpoint_arch(checkpoint: str) -> str | None:
+    """The model a .safetensors checkpoint's manifest names (None for other files)."""
+    if not str(checkpoint).endswith(".safetensors"):
+        return None
+    from napari_medvit.models.manifest import read_manifest
+
+    manifest = read_manifest(checkpoint)
+    return manifest.arch if manifest is not None else None
+
+
 def _infer(args: argparse.Namespace) -> int:
     """``medvit infer``: the files are checked before the model is built, the mask is written atomically."""
     out = _check_output_file(args.output, "-o", suffixes=_MASK_SUFFIXES, overwrite=args.overwrite,
@@ -31,7 +72,8 @@ def _infer(args: argparse.Namespace) -> int:
     from napari_medvit.io import write_nifti_labels, write_png_labels
     from napari_medvit.models import create_model
 
-    model = create_model(args.model, checkpoint=args.checkpoint)
+    name, checkpoint = _choose_weights(args)
+    model = create_model(name, checkpoint=checkpoint)
     predictor = Predictor(model, device=args.device, precision=args.precision)
 
     def report(event: object) -> None:
@@ -50,7 +92,7 @@ def _infer(args: argparse.Namespace) -> int:
     else:
         write_png_labels(out, prediction.labels)
     weights = prediction.provenance["weights"]
-    print(f"{out}: {int(prediction.labels.sum())} foreground voxels, {args.model} ({weights}), "
+    print(f"{out}: {int(prediction.labels.sum())} foreground voxels, {name} ({weights}), "
           f"{prediction.provenance['seconds']:.2f} s on {prediction.provenance['device']}")
     return 0
 
@@ -174,7 +216,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from napari_medvit.models import create_model
     from napari_medvit.training.package import evaluate_folder
 
-    model = create_model(args.model, checkpoint=args.checkpoint)
+    name, checkpoint = _choose_weights(args)
+    model = create_model(name, checkpoint=checkpoint)
     print(json.dumps(evaluate_folder(args.dataset, model, device=args.device, size=args.size), indent=1))
     return 0
 

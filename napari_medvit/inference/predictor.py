@@ -147,6 +147,7 @@ class Predictor:
             "model": self.config.name,
             "weights": info.label if info else "unknown",
             "trained": bool(info.trained) if info else False,
+            "demo_weights": bool(((info.manifest or {}).get("extra") or {}).get("demo")) if info else False,
             "checkpoint": info.source if info else "",
             "checkpoint_sha256": info.file_sha256 if info else "",
             "device": str(self.device),

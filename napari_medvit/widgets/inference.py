@@ -202,15 +202,17 @@ class InferenceWidget(Container):
             self.image.value = self.image.choices[-1]
 
     def _weight_choices(self, *_: Any) -> list[tuple[str, str]]:
-        """Untrained, the checkpoints shipped for the chosen model, or a file of the user's."""
-        from napari_medvit.models.manifest import bundled_checkpoints
+        """The chosen model's weights in the user's weights folder, then the shipped ones
+        (:mod:`napari_medvit.models.weights`), untrained, or a file of the user's."""
+        from napari_medvit.models.weights import available_weights
 
         model = self.model.value if hasattr(self, "model") else "transfuse_s"
-        bundled = [(f"bundled: {m.description or p.stem}", str(p)) for p, m in bundled_checkpoints(model)]
-        return [*bundled, (_UNTRAINED, ""), ("checkpoint file…", _FROM_FILE)]
+        found = [(w.label, str(w.path)) for w in available_weights(model)]
+        return [*found, (_UNTRAINED, ""), ("checkpoint file…", _FROM_FILE)]
 
     def _prefer_bundled(self, *_: Any) -> None:
-        """A model's shipped (demo) weights are the default weights whenever the model is chosen."""
+        """A model's own weights (the user's, else the shipped demo weights) are the default whenever the
+        model is chosen; untrained only when it has none."""
         self.weights.reset_choices()
         bundled = [value for _, value in self._weight_choices() if value not in ("", _FROM_FILE)]
         if bundled:
@@ -338,7 +340,10 @@ class InferenceWidget(Container):
         self._update_chart(prediction)
         self._update_head_choices(prediction)
         secs = prediction.provenance.get("seconds", 0.0)
-        self.status.value = f"done in {secs:.1f} s on {prediction.provenance.get('device')}"
+        self.status.value = (f"done in {secs:.1f} s on {prediction.provenance.get('device')}: "
+                             f"{get_spec(key[0]).display_name}, {prediction.provenance.get('weights')}"
+                             + (" (demo weights, synthetic training data)" if prediction.provenance.get("demo_weights")
+                                else ""))
         if not prediction.provenance.get("trained", False):
             show_warning(f"MedViT: {get_spec(key[0]).display_name} ran with UNTRAINED weights — its "
                          "outputs show no learned content. Load a checkpoint to get real results.")

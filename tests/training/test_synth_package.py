@@ -49,8 +49,10 @@ def test_evaluate_scores_every_case_of_a_folder(endo: Path, capsys) -> None:
     model = create_model("transfuse_tiny")
     record = evaluate_folder(endo / "segmentation", model, size=(64, 64))
     assert record["metric"] == "Dice" and record["cases"] == 6 and 0.0 <= record["value"] <= 1.0
-    assert main(["evaluate", str(endo / "classification"), "--model", "crossvit_tiny_test"]) == 2  # 1000 outputs
-    assert "num_classes=2" in capsys.readouterr().err
+    assert main(["evaluate", str(endo / "classification"), "--model", "crossvit_tiny_test"]) == 2  # no weights
+    assert "--model crossvit_tiny_test: no weights on this machine" in capsys.readouterr().err
+    assert main(["evaluate", str(endo / "classification"), "--model", "crossvit_tiny_test", "--untrained"]) == 2
+    assert "num_classes=2" in capsys.readouterr().err  # 1000 outputs
 
 
 def _tiny_version(tmp_path: Path) -> Path:

@@ -38,28 +38,35 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
     widget = run_transfuse(viewer)
     assert widget.running, "the run must go to a background worker, not block the event loop"
     wait_done(qtbot, widget)
+    # no TransFuse weights of the user's here: the shipped demo weights, never an untrained network
+    assert widget.model.value == "transfuse_demo" and widget.weights.value.endswith("transfuse_demo.safetensors")
     assert widget.status.value.startswith("done"), widget.status.value
+    assert "TransFuse (demo config), weights transfuse_demo.safetensors" in widget.status.value
+    assert "demo weights" in widget.status.value
 
-    mask = viewer.layers["TransFuse mask [untrained]"]
+    mask = viewer.layers["TransFuse mask [demo weights]"]
     assert isinstance(mask, Labels)
     assert viewer.layers.selection.active is mask  # ready for the brush
     assert mask.data.shape == image.data.shape[:2]
     assert set(np.unique(mask.data)) <= {0, 1}
+    truth = viewer.layers["polyp ground truth"].data > 0
+    dice = 2 * np.sum((mask.data > 0) & truth) / (np.sum(mask.data > 0) + np.sum(truth))
+    assert dice >= 0.9, dice
     attention = [layer for layer in outputs(viewer) if isinstance(layer, Image)]
     assert sorted(layer.name for layer in attention) == [
-        "TransFuse BiFusion attention 1/16 [untrained]",
-        "TransFuse BiFusion attention 1/4 [untrained]",
-        "TransFuse BiFusion attention 1/8 [untrained]",
-        "TransFuse attention gate 1/4 [untrained]",  # the decoder's attention gates, hidden by default
-        "TransFuse attention gate 1/8 [untrained]",
+        "TransFuse BiFusion attention 1/16 [demo weights]",
+        "TransFuse BiFusion attention 1/4 [demo weights]",
+        "TransFuse BiFusion attention 1/8 [demo weights]",
+        "TransFuse attention gate 1/4 [demo weights]",  # the decoder's attention gates, hidden by default
+        "TransFuse attention gate 1/8 [demo weights]",
     ]
-    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [untrained]"]
+    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [demo weights]"]
     for layer in [mask, *attention]:
         assert layer.data.shape[:2] == image.data.shape[:2]
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
         assert layer.metadata[META_KEY] == image.metadata[META_KEY]
-        assert layer.metadata[PREDICTION_KEY]["model"] == "transfuse_s"
+        assert layer.metadata[PREDICTION_KEY]["model"] == "transfuse_demo"
     for layer in attention:
         assert layer.blending == "additive" and 0.4 <= layer.opacity <= 0.6
         assert 0.0 <= float(layer.data.min()) and float(layer.data.max()) <= 1.0
@@ -195,7 +202,7 @@ def test_plugins_menu_run_transfuse_starts_by_itself(make_napari_viewer, qtbot) 
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(4).integers(0, 255, (96, 128, 3), dtype=np.uint8), rgb=True, name="frame")
     _, widget = viewer.window.add_plugin_dock_widget("napari-medvit", "Run TransFuse")
-    assert widget.model.value == "transfuse_s"
+    assert widget.model.value == "transfuse_demo"  # the best TransFuse with weights here
     qtbot.waitUntil(lambda: len(outputs(viewer)) == 6, timeout=120_000)  # mask, 3 BiFusion and 2 gate maps
     wait_done(qtbot, widget)
     assert first_mask(viewer).data.shape == (96, 128)
