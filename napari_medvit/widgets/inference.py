@@ -477,11 +477,24 @@ class InferenceWidget(Container):
 
     # -- detection ----------------------------------------------------------------------------
     def _start_detection(self, prediction: Any) -> None:
-        self._boxes_layer = self._prior_layer = None
+        """A new detection: the layers of this model's last run on the same image are updated in place
+        (boxes only when the user has not edited them: edited boxes are kept and the new run gets its own)."""
+        if not self._same_run_target(self._boxes_layer, prediction) or self._boxes_edited(self._boxes_layer):
+            self._boxes_layer = None
+        if not self._same_run_target(self._prior_layer, prediction):
+            self._prior_layer = None
         self.query.max = max(len(prediction.probabilities) - 1, 0)
         with self.query.changed.blocked():
             self.query.value = int(np.argmax(prediction.probabilities))
         self._refresh_detection()
+
+    def _same_run_target(self, layer: Any, prediction: Any) -> bool:
+        """Whether ``layer`` (a detection layer of this dock) shows ``prediction``'s model on the same image."""
+        if layer is None or layer not in self.viewer.layers:
+            return False
+        prov = layer.metadata.get(PREDICTION_KEY, {})
+        source = self._source.name if self._source is not None else ""
+        return prov.get("model") == prediction.model_name and prov.get("source_layer") == source
 
     def _refresh_prior(self, *_: Any) -> None:
         """Show another query's (or head's) Gaussian prior; the boxes, perhaps edited, stay as they are."""

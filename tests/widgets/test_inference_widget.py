@@ -306,6 +306,17 @@ def test_smca_detr_boxes_threshold_and_gaussian_of_the_clicked_query(make_napari
     assert len(boxes.data) == 3 and np.allclose(boxes.data[0], moved[0])
     assert "boxes were edited" in widget.status.value
 
+    # re-runs on the same image update the layers in place; edited boxes are kept beside the new run's
+    names = [layer.name for layer in viewer.layers]
+    widget.run(layer=image)
+    wait_done(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == [*names, "SMCA-DETR boxes [untrained] [1]"]
+    assert np.allclose(viewer.layers["SMCA-DETR boxes [untrained]"].data[0], moved[0])  # the correction survives
+    names = [layer.name for layer in viewer.layers]
+    widget.run(layer=image)  # nothing edited since: the same layers again
+    wait_done(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == names
+
 
 def test_daft_tabular_panel_what_if_and_csv_row(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     viewer = make_napari_viewer()
