@@ -19,7 +19,7 @@ import datetime as _dt
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
+from magicgui.widgets import ComboBox, FileEdit, Label, LineEdit, PushButton
 from napari.layers import Image, Shapes
 from napari.viewer import Viewer
 
@@ -28,6 +28,7 @@ from napari_medvit._layers import BOX_STYLE, CLASS_RESULTS_KEY, box_feature_defa
 from napari_medvit._session import PredictionAdded, RunInputs, connect_until_destroyed, session_for
 from napari_medvit.corrections import REVIEW_KEY, ClassResult, Correction, record_class_result
 from napari_medvit.io.meta import META_KEY
+from napari_medvit.widgets._layout import ScrollingDock, fit_dock
 
 # REVIEW_KEY, ClassResult and record_class_result are the core's, named here as before
 __all__ = ["REVIEW_KEY", "ClassResult", "CorrectionsWidget", "kind_of", "record_class_result"]
@@ -38,7 +39,7 @@ def kind_of(item: Any) -> str:
     return core.item_kind(item)
 
 
-class CorrectionsWidget(Container):
+class CorrectionsWidget(ScrollingDock):
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__(labels=True)
         from qtpy.QtCore import QTimer
@@ -79,6 +80,7 @@ class CorrectionsWidget(Container):
         self._collect(self.session.recent_predictions())  # runs before the dock was opened
         self._refresh()
         self._watch()
+        fit_dock(self)
 
     @property
     def kind(self) -> str | None:

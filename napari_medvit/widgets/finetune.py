@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 from napari.viewer import Viewer
 
@@ -22,6 +22,7 @@ from napari_medvit._session import session_for
 from napari_medvit.corrections import accepted_records, export_accepted
 from napari_medvit.inference.options import AUGMENTATIONS, DEVICES, PRECISIONS
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets._layout import ScrollingDock, fit_dock
 from napari_medvit.widgets._workers import Runs, start_generator_run
 
 FROM_FOLDER = "an export folder"
@@ -103,7 +104,7 @@ def _model_choices() -> list[tuple[str, str]]:
     return choices
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(ScrollingDock):
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -135,7 +136,7 @@ class FinetuneWidget(Container):
                      self.val, self.seed, self.patience, self.augment, self.device, self.precision, self.resume,
                      self.start_button, self.cancel_button, self.status])
         self.curves = TrainingCurves()
-        self.native.layout().addWidget(self.curves)
+        self.body.layout().addWidget(self.curves)
         self.source.changed.connect(self._on_source)
         self.start_button.changed.connect(lambda: self.start())
         self.cancel_button.changed.connect(self.cancel)
@@ -144,6 +145,7 @@ class FinetuneWidget(Container):
         self._run_model = ""  # the model of the run going on (the menu may change meanwhile)
         self._steps = 0
         self._runs = Runs(self.native)  # cancelled and waited for when the dock or napari closes
+        fit_dock(self)
 
     @property
     def running(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, SpinBox
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
@@ -36,6 +36,7 @@ from napari_medvit._session import RunInputs, connect_until_destroyed, session_f
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets._layout import ScrollingDock, fit_dock
 from napari_medvit.widgets._workers import RunFailed, Runs, guard_runtime_errors, start_generator_run
 from napari_medvit.widgets.charts import AffinePlot, ProbabilityChart
 from napari_medvit.widgets.tabular import TabularPanel
@@ -91,7 +92,7 @@ def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndar
     return predictor, prediction
 
 
-class InferenceWidget(Container):
+class InferenceWidget(ScrollingDock):
     """Image layer, model, checkpoint, device, precision; Run and Cancel; progress with ETA."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *, model: str = "transfuse_s",
@@ -133,14 +134,14 @@ class InferenceWidget(Container):
         self._boxes_layer: Any = None
         self._prior_layer: Any = None
         self.chart = ProbabilityChart()
-        self.native.layout().addWidget(self.chart)
+        self.body.layout().addWidget(self.chart)
         self.affine_plot = AffinePlot()
-        self.native.layout().addWidget(self.affine_plot)
+        self.body.layout().addWidget(self.affine_plot)
         self.tabular: TabularPanel | None = None
         self.model.changed.connect(self._update_tabular_panel)
         self.channels: list[ComboBox] = []  # further co-registered modalities for multi-channel models
         self.model.changed.connect(self._update_channel_inputs)
-        self.native.layout().addStretch(1)  # keep the form compact at the top of a tall dock
+        self.body.layout().addStretch(1)  # keep the form compact at the top of a tall dock
         self.head.changed.connect(self._show_head)
         self._attention_layers: dict[str, Layer] = {}
 
@@ -152,6 +153,7 @@ class InferenceWidget(Container):
         self._update_channel_inputs()
         self._refresh_images()
         self._follow_selection()
+        fit_dock(self)
         # this dock's workers: cancelled and waited for when the dock or napari closes (see _workers)
         self._runs = Runs(self.native)
         self.prewarm_worker = self._runs.start(
@@ -374,6 +376,7 @@ class InferenceWidget(Container):
                              tooltip="a co-registered volume of another modality (e.g. T1 beside FLAIR), same shape")
             self.insert(self.index(self.image) + 1 + len(self.channels), combo)
             self.channels.append(combo)
+        fit_dock(self)
         self.image.label = "channel 1" if wanted else "image"
 
     def _stack_channels(self, first: Image, data: np.ndarray) -> np.ndarray:
@@ -409,6 +412,7 @@ class InferenceWidget(Container):
             self.insert(self.index(self.run_button), self.tabular)
             self.tabular.changed.connect(self._retabulate)
             self._fill_tabular_from_layer()
+            fit_dock(self)
 
     def _fill_tabular_from_layer(self, *_: Any) -> None:
         """A layer that carries its subject's tabular row (``TABULAR_KEY``, e.g. the DAFT sample) fills the fields."""
