@@ -56,15 +56,16 @@ def _prefix(prediction: Prediction) -> str:
 
 
 def mask_layer_name(prediction: Prediction) -> str:
-    return f"{_prefix(prediction)} mask{weights_tag(prediction)}"
+    return f"{_prefix(prediction)} mask{weights_tag(prediction, result=True)}"
 
 
-def weights_tag(prediction: Prediction) -> str:
-    """What a layer name says about the weights: `` [untrained]``, `` [demo weights]`` (shipped demo
-    checkpoints, trained on synthetic data only) or nothing (the user's own or official weights)."""
+def weights_tag(prediction: Prediction, *, result: bool = False) -> str:
+    """What a layer name says about the weights: `` [untrained]`` on every layer of a run with random
+    weights; `` (demo)`` on the result layers (mask, boxes) of shipped demo weights (trained on synthetic
+    data only), kept short so that the layer list still shows which layer is which; else nothing."""
     if not prediction.provenance.get("trained", False):
         return " [untrained]"
-    return " [demo weights]" if prediction.provenance.get("demo_weights") else ""
+    return " (demo)" if result and prediction.provenance.get("demo_weights") else ""
 
 
 def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | None = None,
@@ -277,6 +278,7 @@ def detection_layers(prediction: Prediction, *, threshold: float, query: int, he
     transform = dict(transform or {})
     meta_entry = {META_KEY: source_metadata[META_KEY]} if source_metadata and META_KEY in source_metadata else {}
     untrained = weights_tag(prediction)
+    result = weights_tag(prediction, result=True)
     prefix = _prefix(prediction)
     provenance = {**prediction.provenance, "source_layer": source_name, "class_names": list(prediction.class_names)}
     rects, features = box_rectangles(prediction, threshold)
@@ -285,7 +287,7 @@ def detection_layers(prediction: Prediction, *, threshold: float, query: int, he
     shapes = (
         rects,
         {
-            "name": f"{prefix} boxes{untrained}",
+            "name": f"{prefix} boxes{result}",
             "ndim": 2,
             **BOX_STYLE,
             "features": features,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, Label
+from magicgui.widgets import ComboBox, Container, FileEdit, Label
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QGuiApplication
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
@@ -85,6 +85,9 @@ def fit_dock(container: Container) -> None:
             _fit_label(widget)
         elif isinstance(widget, ComboBox):
             _fit_combo(widget)
+        elif isinstance(widget, FileEdit):  # "Choose directory" / "Select file" -> "…" (the full words as tooltip)
+            widget.choose_btn.native.setToolTip(widget.choose_btn.text)
+            widget.choose_btn.text = "…"
         else:
             continue
         setattr(widget, _FITTED, True)
@@ -106,7 +109,7 @@ class ScrollingDock(Container):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # never cut a field off
         with self.native_parent_changed.blocked():  # the form is not built yet: no reset_choices now
             scroll.setWidget(self.body)
         frame = QWidget()
@@ -114,6 +117,10 @@ class ScrollingDock(Container):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
         self._frame = frame
+
+    def end_form(self) -> None:
+        """Keep the rows at the top of a tall dock (the scroll area stretches the form to its height)."""
+        self.body.layout().addStretch(1)
 
     @property
     def native(self) -> Any:

@@ -35,7 +35,7 @@ def one_click_transfuse() -> str:
 
 def run_transfuse(viewer: Viewer) -> InferenceWidget:
     """Dock (or reuse) the inference widget and run the best TransFuse on the selected image in the background;
-    the dock shows which model and weights ran, and so do the layer names (``[demo weights]``)."""
+    the dock shows which model and weights ran, and so does the mask's name (``TransFuse mask (demo)``)."""
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, INFERENCE_WIDGET)
     widget.run(layer=selected_image(viewer), model=one_click_transfuse())
     return widget

@@ -80,6 +80,7 @@ class CorrectionsWidget(ScrollingDock):
         self._collect(self.session.recent_predictions())  # runs before the dock was opened
         self._refresh()
         self._watch()
+        self.end_form()
         fit_dock(self)
 
     @property

@@ -145,6 +145,7 @@ class FinetuneWidget(ScrollingDock):
         self._run_model = ""  # the model of the run going on (the menu may change meanwhile)
         self._steps = 0
         self._runs = Runs(self.native)  # cancelled and waited for when the dock or napari closes
+        self.end_form()
         fit_dock(self)
 
     @property

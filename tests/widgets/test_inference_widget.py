@@ -44,7 +44,7 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
     assert "TransFuse (demo config), weights transfuse_demo.safetensors" in widget.status.value
     assert "demo weights" in widget.status.value
 
-    mask = viewer.layers["TransFuse mask [demo weights]"]
+    mask = viewer.layers["TransFuse mask (demo)"]
     assert isinstance(mask, Labels)
     assert viewer.layers.selection.active is mask  # ready for the brush
     assert mask.data.shape == image.data.shape[:2]
@@ -54,13 +54,13 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
     assert dice >= 0.9, dice
     attention = [layer for layer in outputs(viewer) if isinstance(layer, Image)]
     assert sorted(layer.name for layer in attention) == [
-        "TransFuse BiFusion attention 1/16 [demo weights]",
-        "TransFuse BiFusion attention 1/4 [demo weights]",
-        "TransFuse BiFusion attention 1/8 [demo weights]",
-        "TransFuse attention gate 1/4 [demo weights]",  # the decoder's attention gates, hidden by default
-        "TransFuse attention gate 1/8 [demo weights]",
+        "TransFuse BiFusion attention 1/16",
+        "TransFuse BiFusion attention 1/4",
+        "TransFuse BiFusion attention 1/8",
+        "TransFuse attention gate 1/4",  # the decoder's attention gates, hidden by default
+        "TransFuse attention gate 1/8",
     ]
-    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4 [demo weights]"]
+    assert [layer.name for layer in attention if layer.visible] == ["TransFuse BiFusion attention 1/4"]
     for layer in [mask, *attention]:
         assert layer.data.shape[:2] == image.data.shape[:2]
         np.testing.assert_allclose(layer.scale, image.scale)
