@@ -92,8 +92,10 @@ class Correction:
 
     @property
     def spacing(self) -> tuple[float, ...] | None:
-        """A mask's voxel spacing when its geometry describes all its axes (HD95 in mm), else None."""
-        if self.kind != "mask" or self.meta is None or self.meta.ndim != np.ndim(self.corrected):
+        """A mask's voxel spacing when its geometry describes all its axes in mm (HD95 in mm), else None
+        (HD95 in pixels: a photo's spacing is a pixel)."""
+        if (self.kind != "mask" or self.meta is None or self.meta.ndim != np.ndim(self.corrected)
+                or not self.meta.calibrated):
             return None
         return self.meta.spacing
 

@@ -55,6 +55,12 @@ class ImageMeta:
 
     # -- geometry ---------------------------------------------------------------------------
     @property
+    def calibrated(self) -> bool:
+        """Whether ``spacing`` is a physical size (mm): true for NIfTI and DICOM; false for photos and
+        frames (their spacing is one pixel) and for layers without geometry (``extra["calibrated"]``)."""
+        return bool(self.extra.get("calibrated", True))
+
+    @property
     def ndim(self) -> int:
         """Number of spatial axes the geometry describes (the last ``ndim`` non-channel axes)."""
         return len(self.spacing)
@@ -90,7 +96,10 @@ class ImageMeta:
 
     @classmethod
     def identity(cls, ndim: int, *, rgb: bool = False, **kwargs: Any) -> ImageMeta:
+        """Unit spacing, no rotation, at the origin: a frame's (or an unknown image's) geometry, uncalibrated
+        (its spacing is a pixel, not a length) unless ``extra`` says otherwise."""
         axes = ("z", "y", "x")[-ndim:] if ndim <= 3 else tuple(f"d{i}" for i in range(ndim))
+        kwargs["extra"] = {"calibrated": False, **(kwargs.get("extra") or {})}
         return cls(
             spacing=(1.0,) * ndim,
             origin=(0.0,) * ndim,

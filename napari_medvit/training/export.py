@@ -195,7 +195,9 @@ def export_case(dataset: str | Path, case_id: str, image: np.ndarray, meta: Imag
         **(provenance or {}),
     }
     if original is not None:
-        record["original_vs_corrected"] = mask_metrics(original, labels, meta.spacing)
+        calibrated = meta.calibrated and meta.ndim == np.ndim(labels)
+        record["original_vs_corrected"] = mask_metrics(original, labels, meta.spacing if calibrated else None)
+        record["original_vs_corrected"]["hd95_unit"] = "mm" if calibrated else "pixels"
     prov_file = root / "provenance" / f"{case_id}.json"
     atomic_write(prov_file, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 

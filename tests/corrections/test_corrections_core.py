@@ -87,8 +87,15 @@ def test_a_mask_record_agreement_and_its_export(tmp_path: Path) -> None:
     assert record.kind == "mask" and record.source.name == "frame 7" and not record.reviewed
     m = core.agreement(record)
     assert m["edited_voxels"] == 100 and m["dice"] == pytest.approx(2 * 300 / 700)
-    assert core.describe_record(record, m).startswith(f"Dice {m['dice']:.3f}") and " mm " in core.describe_record(
-        record, m)
+    # a photo's spacing is a pixel: HD95 in px (the issue saw "190 mm" on an endoscopy frame)
+    assert core.describe_record(record, m) == f"Dice {m['dice']:.3f} · IoU {m['iou']:.3f} · HD95 5.0 px · 100 edited"
+    ct = ImageMeta(spacing=(0.5, 0.5), origin=(0.0, 0.0), direction=((1.0, 0.0), (0.0, 1.0)), axes=("y", "x"))
+    assert ct.calibrated and not ImageMeta.identity(2).calibrated
+    slice_record = core.record_of(_mask_layer(Layer(name="ct", data=frame[..., 0], rgb=False,
+                                                    metadata={META_KEY: ct.to_dict()}), original, corrected),
+                                  [image, mask])
+    assert slice_record.spacing == (0.5, 0.5)
+    assert " HD95 2.5 mm " in core.describe_record(slice_record, core.agreement(slice_record))
     assert core.default_case_id(record) == "frame-7"
 
     case, exported = core.export_correction(record, tmp_path / "ds", "frame-7")

@@ -42,6 +42,7 @@ def test_3d_export_is_nnunet_layout_with_source_geometry_and_provenance(tmp_path
     assert record["model"] == "vosht" and record["plugin_version"] and record["exported"].endswith("+00:00")
     metrics = record["original_vs_corrected"]
     assert metrics["edited_voxels"] == int((original[:3] != 0).sum()) and 0 < metrics["dice"] < 1
+    assert metrics["hd95_unit"] == "mm"  # a NIfTI volume's spacing is physical
 
     # the same case again with other labels: a new version, the first one untouched
     again = export_case(out, "sub-01", image, meta, original, label_names={"background": 0, "WMH": 1})
@@ -58,8 +59,11 @@ def test_2d_frames_export_as_png_and_bad_input_is_named(tmp_path: Path) -> None:
     frame, meta = read_image(sample_path(ENDOSCOPY_FILE))
     mask = np.zeros(frame.shape[:2], np.uint8)
     mask[100:150, 100:200] = 1
-    case = export_case(tmp_path / "polyps", "frame-0001", frame, meta, mask, label_names={"background": 0, "polyp": 1})
+    case = export_case(tmp_path / "polyps", "frame-0001", frame, meta, mask, label_names={"background": 0, "polyp": 1},
+                       original=np.roll(mask, 5, axis=0))
     assert case.label_file.name == "frame-0001.png"
+    metrics = json.loads(case.provenance_file.read_text())["original_vs_corrected"]
+    assert metrics["hd95_unit"] == "pixels" and metrics["hd95"] == pytest.approx(5.0)  # a photo: no millimetres
     np.testing.assert_array_equal(read_image(case.image_files[0])[0], frame)
     np.testing.assert_array_equal(read_image(case.label_file)[0], mask)
     info = json.loads((tmp_path / "polyps" / "dataset.json").read_text())
