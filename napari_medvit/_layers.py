@@ -29,6 +29,14 @@ BOX_STYLE: dict[str, Any] = {  # detection boxes: yellow rectangles labelled wit
     "text": {"string": "{class} {score:.2f}", "color": "yellow", "anchor": "upper_left", "size": 10},
 }
 _BACKGROUND_NAMES = {"background", "__background__", "n/a", "no object", "none"}
+# Attention maps over the image: inferno's colours (matplotlib's control points), transparent where the map
+# is low and opaque only near its maximum, drawn translucently: the tissue stays visible (an additive
+# inferno at half opacity turned the whole mucosa orange)
+_INFERNO = ((0.001, 0.000, 0.014), (0.258, 0.039, 0.406), (0.578, 0.148, 0.404), (0.865, 0.317, 0.226),
+            (0.988, 0.645, 0.040), (0.988, 0.998, 0.645))
+_HEAT_ALPHA = (0.0, 0.0, 0.35, 0.6, 0.8, 0.9)
+HEAT_COLORMAP: dict[str, Any] = {"name": "medvit heat (transparent when low)",
+                                 "colors": [[*rgb, a] for rgb, a in zip(_INFERNO, _HEAT_ALPHA, strict=True)]}
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -73,7 +81,8 @@ def prediction_layers(prediction: Prediction, *, transform: dict[str, Any] | Non
     """Layers for a prediction's overlays, all on the source image's grid and transform, by overlay kind:
 
     mask: a Labels layer (class names shown on hover; binary masks in one bright colour), drawn
-    over the heat maps; attention: one Image per map (head-mean, additive ``inferno`` at half opacity;
+    over the heat maps; attention: one Image per map (head-mean, :data:`HEAT_COLORMAP`: transparent where the
+    map is low, so the image stays visible;
     visible as the overlay says: TransFuse's finest BiFusion map, CrossViT's last S-CLS→L
     cross-attention). Class probabilities and DAFT's affine go to the dock's charts, boxes and
     priors to :func:`detection_layers`; they give no layer here.
@@ -116,20 +125,22 @@ def _attention_layer(prediction: Prediction, overlay: Any, metadata: dict[str, A
                      transform: dict[str, Any]) -> LayerDataTuple:
     return (overlay.data, {
         "name": f"{_prefix(prediction)} {overlay.name}{weights_tag(prediction)}",
-        "colormap": "inferno",
-        "blending": "additive",
-        "opacity": 0.5,
-        "contrast_limits": _limits(overlay.data),
+        "colormap": HEAT_COLORMAP,
+        "blending": "translucent",
+        "opacity": 0.8,
+        "contrast_limits": attention_limits(overlay.data),
         "visible": bool(overlay.visible),
         "metadata": metadata,
         **transform,
     }, "image")
 
 
-def _limits(data: np.ndarray) -> tuple[float, float]:
-    """Sigmoid maps span [0, 1]; softmax attention rows are small numbers: stretch to their range."""
-    hi = float(np.max(data)) if data.size else 1.0
-    return (0.0, 1.0) if hi > 0.5 else (0.0, hi if hi > 0 else 1.0)
+def attention_limits(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of a heat map: from its median to its maximum, so that the half of the image the
+    model attends to least is transparent (:data:`HEAT_COLORMAP`) and the rest is graded."""
+    finite = np.asarray(data, dtype=float)[np.isfinite(data)] if np.size(data) else np.zeros(1)
+    lo, hi = (float(v) for v in np.percentile(finite, (50, 100))) if finite.size else (0.0, 1.0)
+    return (lo, hi) if hi > lo else (lo, lo + 1e-6)
 
 
 def class_name(prediction: Prediction, index: int) -> str:

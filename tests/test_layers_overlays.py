@@ -28,7 +28,9 @@ def test_transfuse_shows_its_attention_gates_hidden_beside_the_bifusion_maps() -
         ("TransFuse attention gate 1/4 [untrained]", "image", False),
     ]
     for data, kwargs, _ in layers[1:]:
-        assert data.shape == (64, 80) and kwargs["blending"] == "additive"
+        assert data.shape == (64, 80) and kwargs["blending"] == "translucent"
+        colors = np.asarray(kwargs["colormap"]["colors"])
+        assert colors[0, 3] == 0.0 and colors[-1, 3] > 0.8  # transparent where low: the image stays visible
         assert kwargs["metadata"]["medvit_prediction"]["map"] == kwargs["name"][len("TransFuse "):-len(" [untrained]")]
         assert 0.0 <= data.min() and data.max() <= 1.0  # sigmoid maps
 

@@ -24,6 +24,7 @@ from napari_medvit._layers import (
     ORIGINAL_KEY,
     PREDICTION_KEY,
     TABULAR_KEY,
+    attention_limits,
     box_rectangles,
     detection_layers,
     labels_digest,
@@ -330,6 +331,7 @@ class InferenceWidget(ScrollingDock):
             layer = self._add_or_update(data, kwargs, layer_type)
             if layer_type == "image":
                 self._attention_layers[kwargs["metadata"][PREDICTION_KEY]["map"]] = layer
+                layer.colorbar.visible = True  # its colour scale on the canvas (drawn while the layer is shown)
             elif layer_type == "labels":
                 masks.append(layer)
         for mask in masks:  # the mask is drawn over the (additive) attention heatmaps, not under them
@@ -572,7 +574,7 @@ class InferenceWidget(ScrollingDock):
             else:
                 h = min(int(self.head.value), heads.shape[-3]) - 1
                 layer.data = heads[..., h, :, :]
-            layer.contrast_limits = (0.0, max(float(layer.data.max()), 1e-6))
+            layer.contrast_limits = attention_limits(layer.data)
 
     def _add_or_update(self, data: Any, kwargs: dict[str, Any], layer_type: str) -> Layer:
         """Replace an earlier prediction layer of the same name unless the user edited it."""

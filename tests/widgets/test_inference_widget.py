@@ -68,7 +68,7 @@ def test_run_transfuse_command_on_the_sample_frame(make_napari_viewer, qtbot) ->
         assert layer.metadata[META_KEY] == image.metadata[META_KEY]
         assert layer.metadata[PREDICTION_KEY]["model"] == "transfuse_demo"
     for layer in attention:
-        assert layer.blending == "additive" and 0.4 <= layer.opacity <= 0.6
+        assert layer.blending == "translucent" and layer.colormap.colors[0][3] == 0.0 and layer.colorbar.visible
         assert 0.0 <= float(layer.data.min()) and float(layer.data.max()) <= 1.0
 
 
