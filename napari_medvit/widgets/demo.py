@@ -14,17 +14,17 @@ import time
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medvit-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
-                        help="registered model name (default: transfuse_demo with its shipped demo weights, "
-                             "else transfuse_s)")
+                        help="registered model name (default: the best TransFuse with weights here, as Run TransFuse "
+                             "chooses: yours, else the shipped demo weights)")
     parser.add_argument("--checkpoint", default="", help="checkpoint file for the model (default: the model's "
-                                                         "shipped weights, else untrained)")
+                                                         "weights: yours, else shipped; else untrained)")
     parser.add_argument("--screenshot", default="", help="save a screenshot of the window here once done, then quit")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the run with --screenshot")
     args = parser.parse_args(argv)
-    if args.model is None:
-        from napari_medvit.models.manifest import bundled_checkpoints
+    if args.model is None:  # as the one-click command: the best TransFuse with weights here
+        from napari_medvit.widgets.commands import one_click_transfuse
 
-        args.model = "transfuse_demo" if bundled_checkpoints("transfuse_demo") else "transfuse_s"
+        args.model = one_click_transfuse()
 
     import napari
     from qtpy.QtWidgets import QApplication
