@@ -21,22 +21,19 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_medvit._layers import (
-    ORIGINAL_KEY,
     PREDICTION_KEY,
     TABULAR_KEY,
     attention_limits,
-    box_rectangles,
-    detection_layers,
     labels_digest,
     layer_transform,
     prediction_layers,
-    rectangles_to_boxes,
     top_k,
 )
 from napari_medvit._session import RunInputs, connect_until_destroyed, session_for
 from napari_medvit.inference.options import DEVICES, PRECISIONS
 from napari_medvit.io.meta import META_KEY, ImageMeta
 from napari_medvit.models import get_spec, list_models
+from napari_medvit.widgets._detection import DetectionView
 from napari_medvit.widgets._layout import ScrollingDock, fit_dock
 from napari_medvit.widgets._workers import RunFailed, Runs, guard_runtime_errors, start_generator_run
 from napari_medvit.widgets.charts import AffinePlot, ProbabilityChart
@@ -93,7 +90,7 @@ def _compute_steps(predictor: Any, key: tuple[str, str, str, str], data: np.ndar
     return predictor, prediction
 
 
-class InferenceWidget(ScrollingDock):
+class InferenceWidget(DetectionView, ScrollingDock):
     """Image layer, model, checkpoint, device, precision; Run and Cancel; progress with ETA."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *, model: str = "transfuse_s",
@@ -168,6 +165,9 @@ class InferenceWidget(ScrollingDock):
 
     def _connect_callbacks(self) -> None:
         """The dock's own widgets and the viewer's layer list drive the dock's state."""
+        self._reset_insist()
+        for event in (self.model.changed, self.image.changed, self.weights.changed):
+            event.connect(self._reset_insist)
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.checkpoint.changed.connect(self._update_weights_info)
@@ -272,6 +272,9 @@ class InferenceWidget(ScrollingDock):
         predictor = self.predictor if key == self._predictor_key else None
         data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
         spec = get_spec(key[0])
+        meta = _image_meta(layer)
+        if not self._fits(layer, data, meta, key):
+            return None
         if spec.dims == 3 and spec.in_chans > 1:
             try:
                 data = self._stack_channels(layer, data)
@@ -279,7 +282,6 @@ class InferenceWidget(ScrollingDock):
                 show_warning(f"MedViT: {exc}")
                 self.status.value = str(exc)
                 return None
-        meta = _image_meta(layer)
         self._source = layer
         self.status.value = f"starting {get_spec(key[0]).display_name} on {layer.name}"
         self._set_running(True)
@@ -293,6 +295,32 @@ class InferenceWidget(ScrollingDock):
             "finished": self._on_finished,
         })
         return self.worker
+
+    def _fits(self, layer: Image, data: np.ndarray, meta: ImageMeta, key: tuple[str, str, str, str]) -> bool:
+        """Whether the model fits the image (:func:`napari_medvit.inference.fit.check_input`), before anything
+        is built: a problem stops the run with a message; a caution stops the first click only (the button
+        then reads "Run anyway")."""
+        from napari_medvit.inference.fit import check_input
+
+        sources = (layer.name, *[c.value.name for c in self.channels if c.value is not None]) if self.channels else ()
+        fit = check_input(self._weights_config(), tuple(data.shape), meta, channel_sources=sources)
+        if fit.problems:
+            self.status.value = fit.problems[0]
+            show_warning(f"MedViT: {fit.problems[0]}")
+            return False
+        insist = (key, id(layer))
+        if fit.cautions and self._insisted != insist:
+            self._insisted = insist
+            self.run_button.text = "Run anyway"
+            self.status.value = f"{fit.cautions[0]}. Press Run anyway to go on."
+            show_warning(f"MedViT: {fit.cautions[0]}")
+            return False
+        self._reset_insist()
+        return True
+
+    def _reset_insist(self, *_: Any) -> None:
+        self._insisted: tuple[Any, int] | None = None
+        self.run_button.text = "Run"
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -480,82 +508,6 @@ class InferenceWidget(ScrollingDock):
         self.head.choices = ["mean", *(str(i + 1) for i in range(max(n_heads)))]
         self.head.value = "mean"
         self.head.visible = True
-
-    # -- detection ----------------------------------------------------------------------------
-    def _start_detection(self, prediction: Any) -> None:
-        """A new detection: the layers of this model's last run on the same image are updated in place
-        (boxes only when the user has not edited them: edited boxes are kept and the new run gets its own)."""
-        if not self._same_run_target(self._boxes_layer, prediction) or self._boxes_edited(self._boxes_layer):
-            self._boxes_layer = None
-        if not self._same_run_target(self._prior_layer, prediction):
-            self._prior_layer = None
-        self.query.max = max(len(prediction.probabilities) - 1, 0)
-        with self.query.changed.blocked():
-            self.query.value = int(np.argmax(prediction.probabilities))
-        self._refresh_detection()
-
-    def _same_run_target(self, layer: Any, prediction: Any) -> bool:
-        """Whether ``layer`` (a detection layer of this dock) shows ``prediction``'s model on the same image."""
-        if layer is None or layer not in self.viewer.layers:
-            return False
-        prov = layer.metadata.get(PREDICTION_KEY, {})
-        source = self._source.name if self._source is not None else ""
-        return prov.get("model") == prediction.model_name and prov.get("source_layer") == source
-
-    def _refresh_prior(self, *_: Any) -> None:
-        """Show another query's (or head's) Gaussian prior; the boxes, perhaps edited, stay as they are."""
-        self._refresh_detection(boxes_too=False)
-
-    def _boxes_edited(self, boxes: Layer) -> bool:
-        original = boxes.metadata.get(ORIGINAL_KEY, {}).get("boxes")
-        if original is None:
-            return False
-        current = rectangles_to_boxes(list(boxes.data))
-        return len(current) != len(original) or not np.allclose(current, original)
-
-    def _refresh_detection(self, *_: Any, boxes_too: bool = True) -> None:
-        """(Re)draw the boxes above the score threshold and the chosen query's Gaussian prior.
-
-        Boxes the user has edited (moved, resized, deleted, drawn) are never redrawn: a new
-        threshold then applies to the next run, and the status line says so."""
-        prediction = self.last_prediction
-        if prediction is None or prediction.task != "detect":
-            return
-        source = self._source
-        head = self.head.value if self.head.value == "mean" else int(self.head.value) - 1
-        (rects, shape_kwargs, _), (prior, prior_kwargs, _) = detection_layers(
-            prediction, threshold=float(self.threshold.value), query=int(self.query.value), head=head,
-            transform=layer_transform(source) if source is not None else {},
-            source_metadata=source.metadata if source is not None else None,
-            source_name=source.name if source is not None else "")
-        boxes = self._boxes_layer
-        if boxes is None or boxes not in self.viewer.layers:
-            boxes = self._boxes_layer = self.viewer.add_layer(Layer.create(rects, shape_kwargs, "shapes"))
-            boxes.events.highlight.connect(self._query_from_selection)
-        elif boxes_too and self._boxes_edited(boxes):
-            self.status.value = "the boxes were edited: they are kept, the new threshold applies to the next run"
-        elif boxes_too:
-            _, features = box_rectangles(prediction, float(self.threshold.value))
-            boxes.data = rects
-            boxes.features = features
-            boxes.metadata = shape_kwargs["metadata"]
-        prior_layer = self._prior_layer
-        if prior_layer is None or prior_layer not in self.viewer.layers:
-            self._prior_layer = self.viewer.add_layer(Layer.create(prior, prior_kwargs, "image"))
-        else:
-            prior_layer.data = prior
-            prior_layer.metadata = prior_kwargs["metadata"]
-        self.viewer.layers.selection.active = self._boxes_layer
-
-    def _query_from_selection(self, *_: Any) -> None:
-        """Clicking a box shows the Gaussian prior of its query."""
-        boxes = self._boxes_layer
-        if boxes is None or len(boxes.selected_data) != 1:
-            return
-        index = next(iter(boxes.selected_data))
-        query = int(boxes.features["query"].iloc[index])
-        if query != self.query.value:
-            self.query.value = query
 
     def _show_head(self, *_: Any) -> None:
         """Show one attention head (or the head-mean) in the attention layers of the last run."""

@@ -119,7 +119,8 @@ def test_cancel_stops_the_worker_and_adds_nothing(make_napari_viewer, qtbot) -> 
     viewer = make_napari_viewer()
     image = viewer.add_image(np.zeros((400, 64, 64), dtype=np.float32))
     widget = InferenceWidget(viewer, model="transfuse_tiny")
-    widget.run(layer=image)
+    assert widget.run(layer=image) is None  # a 2D frame model over 400 slices: said first
+    widget.run(layer=image)  # Run anyway
     qtbot.waitUntil(lambda: widget.status.value.startswith("running"), timeout=60_000)
     widget.cancel()
     wait_done(qtbot, widget)
@@ -466,3 +467,21 @@ def test_a_runs_mask_is_drawn_above_its_attention_maps(make_napari_viewer, qtbot
     maps = [layer for layer in outputs(viewer) if isinstance(layer, ImageLayer)]
     assert maps and all(names.index(mask.name) > names.index(m.name) for m in maps)  # later = drawn on top
     assert isinstance(mask, Labels) and tuple(mask.colormap.map(np.array([1]))[0][:3]) != (0.0, 0.0, 0.0)
+
+
+def test_a_model_that_does_not_fit_the_image_is_said_before_it_is_built(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    frame = viewer.add_image(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8), rgb=True,
+                             name="frame")
+    widget = InferenceWidget(viewer, model="unetr_tiny_test")
+    assert widget.run(layer=frame) is None and widget.predictor is None and not widget.running  # nothing built
+    assert widget.status.value == ("UNETR (tiny test config) segments a 3D volume (CT or MRI); the image is a "
+                                   "colour 64x80 photo")
+    volume = viewer.add_image(np.random.default_rng(1).normal(size=(12, 32, 32)).astype(np.float32), name="vol")
+    widget.model.value = "transfuse_tiny"
+    assert widget.run(layer=volume) is None and widget.run_button.text == "Run anyway"  # a caution: the user decides
+    assert "each of its 12 slices in turn" in widget.status.value
+    widget.run(layer=volume)  # insisted: it runs
+    wait_done(qtbot, widget)
+    assert widget.status.value.startswith("done") and widget.run_button.text == "Run"
+    assert first_mask(viewer).data.shape == (12, 32, 32)
