@@ -227,3 +227,24 @@ def test_infer_without_a_model_runs_the_best_transfuse_here_and_segments_the_sam
     truth = read_image(bundled_dir().parent / "endoscopy_polyp_mask.png")[0] > 0
     dice = 2 * np.sum(mask & truth) / (np.sum(mask) + np.sum(truth))
     assert dice >= 0.9, dice
+
+
+def test_a_checkpoint_without_model_runs_the_model_its_manifest_names(tmp_path: Path, capsys) -> None:
+    from napari_medvit.models import create_model
+    from napari_medvit.models.checkpoint import Manifest, save_checkpoint
+
+    model = create_model("transfuse_tiny")
+    ckpt = save_checkpoint(model, tmp_path / "mine.safetensors", Manifest(arch="transfuse_tiny", config=model.config))
+    frame = tmp_path / "f.png"
+    from napari_medvit.io import write_png_labels
+
+    write_png_labels(frame, (np.random.default_rng(0).random((40, 48)) * 255).astype(np.uint8))
+    assert main(["infer", str(frame), "-o", str(tmp_path / "m.png"), "--checkpoint", str(ckpt), "--device", "cpu",
+                 "-q"]) == 0
+    assert "transfuse_tiny (weights mine.safetensors" in capsys.readouterr().out
+    import argparse
+
+    from napari_medvit.cli._commands import _choose_weights
+
+    official = argparse.Namespace(model=None, checkpoint="TransFuse-19_best.pth", untrained=False, quiet=True)
+    assert _choose_weights(official) == ("transfuse_s", "TransFuse-19_best.pth")  # no manifest: the paper's S

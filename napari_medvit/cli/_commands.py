@@ -24,7 +24,8 @@ def _choose_weights(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.checkpoint and untrained:
         raise ValueError("--untrained runs random weights: it cannot be combined with --checkpoint")
     if args.checkpoint:
-        return args.model or _checkpoint_arch(args.checkpoint) or ONE_CLICK_TRANSFUSE[-1], args.checkpoint
+        # a file without a manifest (e.g. the official TransFuse-S .pth) is read as the reference TransFuse-S
+        return args.model or _checkpoint_arch(args.checkpoint) or "transfuse_s", args.checkpoint
     if untrained:
         model = args.model or "transfuse_s"
         print(f"medvit: warning: {model} runs with UNTRAINED (random) weights: its output shows no learned "
