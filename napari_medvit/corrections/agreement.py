@@ -13,21 +13,14 @@ from typing import Any
 import numpy as np
 
 from napari_medvit.corrections.records import Correction
-
-
-def keep_triton_out() -> None:
-    """The agreement and export functions import torch, torchvision and MONAI: keep Triton out first
-    (it crashes a process that has napari's OpenGL canvas; see models._compat)."""
-    from napari_medvit.models._compat import keep_triton_out_without_cuda
-
-    keep_triton_out_without_cuda()
+from napari_medvit.models._compat import keep_triton_out_without_cuda
 
 
 def agreement(record: Correction, slice_index: int = 0) -> dict[str, Any]:
     """The agreement of a corrected result with the model's (see the module docstring); for a
     per-slice classification, of slice ``slice_index``, plus the count of changed slices.
     Raises ValueError (or KeyError, for a record without the model's side) naming the problem."""
-    keep_triton_out()
+    keep_triton_out_without_cuda()  # torch, torchvision and MONAI come next (see models._compat)
     from napari_medvit.training.export import box_agreement, mask_metrics
 
     if record.kind == "mask":

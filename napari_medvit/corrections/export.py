@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_medvit.corrections.agreement import agreement, keep_triton_out
+from napari_medvit.corrections.agreement import agreement
 from napari_medvit.corrections.records import Correction, SourceImage, default_case_id
 from napari_medvit.io.meta import ImageMeta
+from napari_medvit.models._compat import keep_triton_out_without_cuda
 
 
 def provenance_record(provenance: dict[str, Any], reviewed: bool) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def export_correction(record: Correction, folder: str | Path, case_id: str) -> t
     """Export one corrected result into ``folder``; returns (the exported case id, what the exporter
     returned: an ExportedCase for a mask, the image path for boxes, labels.csv for a class).
     Raises ValueError (or OSError) naming the problem."""
-    keep_triton_out()
+    keep_triton_out_without_cuda()  # torch, torchvision and MONAI come next (see models._compat)
     from napari_medvit.training import export as ex
 
     source = _source(record)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medvit.inference.prediction import ATTENTION, Overlay, Prediction, mask_overlay, probabilities_overlay
+from napari_medvit.inference.prediction import ATTENTION, MASK, Overlay, Prediction, mask_overlay, probabilities_overlay
 from napari_medvit.inference.runners import Runner, Steps
 from napari_medvit.io.meta import ImageMeta
 from napari_medvit.io.orientation import stored_permutation, to_display, to_stored
@@ -146,7 +146,7 @@ def _to_display(prediction: Prediction, meta: ImageMeta) -> Prediction:
     prediction.labels = to_display(prediction.labels, meta, rgb=False)
     prediction.probabilities = to_display(prediction.probabilities, meta, rgb=False)
     for o in prediction.overlays:
-        if o.kind == "mask":
+        if o.kind == MASK:
             o.data = prediction.labels
         elif o.kind == ATTENTION:
             o.data = to_display(o.data, meta, rgb=False)
